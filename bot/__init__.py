@@ -1,0 +1,1 @@
+"""The channel-free core: orchestrator, Rasa client, actions, templates and settings."""

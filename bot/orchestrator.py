@@ -1,0 +1,278 @@
+"""The orchestrator: one inbound message in, a list of replies out, inside a time budget.
+
+Per message: wait for this follower's earlier messages (order across processes), record the
+inbound interaction, ask Rasa (or answer directly for media and events), render replies from
+templates, record them. The channel awaits the `Turn` for at most its budget; when it gives
+up, the replies go to the channel's `LateSender` (a durable job) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot.messages import Article, InboundMessage, Reply
+from bot.metrics import Metrics
+from bot.rasa import RasaClient, RasaUnavailable
+from bot.templates import TemplateLibrary, TemplateProblem, detect_lang
+from store.protocols import Store
+from store.records import FollowState, Identity, Interaction, Profile
+from store.redis_state import FollowerOrder
+
+log = logging.getLogger(__name__)
+
+
+class LateSender(Protocol):
+    """Delivers replies after the channel's passive window closed (a durable job)."""
+
+    async def send_late(self, msg: InboundMessage, replies: list[Reply], keys: list[str]) -> None:
+        ...
+
+
+class Turn:
+    """The answer to one inbound message, as the channel waits for it."""
+
+    def __init__(self) -> None:
+        self._answer: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        self.late = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def answer(self, timeout: float) -> list[Reply] | None:
+        """The replies if ready within `timeout`; else None, and the turn becomes late."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._answer), max(0.0, timeout))
+        except TimeoutError:
+            # The answer may have landed while the timeout was being delivered.
+            if self._answer.done():
+                return self._answer.result()
+            self.late = True
+            return None
+
+    def resolve(self, replies: list[Reply]) -> None:
+        if not self._answer.done():
+            self._answer.set_result(replies)
+
+
+def outbound_key(inbound_key: str, index: int) -> str:
+    return f"{inbound_key}:out:{index}"
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        store: Store,
+        rasa: RasaClient,
+        templates: TemplateLibrary,
+        order: FollowerOrder,
+        metrics: Metrics,
+        late_senders: Mapping[str, LateSender],
+        menu: Mapping[str, str],
+        default_lang: str = "zh",
+        order_wait: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._rasa = rasa
+        self._templates = templates
+        self._order = order
+        self._metrics = metrics
+        self._late = late_senders
+        self._menu = menu
+        self._lang = default_lang
+        self._order_wait = order_wait
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, msg: InboundMessage, received: float | None = None) -> Turn:
+        """Begin handling `msg` in the background; the caller awaits `turn.answer()`."""
+        turn = Turn()
+        task = asyncio.create_task(self._run(msg, turn, received or time.monotonic()))
+        turn.task = task
+        # Tracked so shutdown can wait for them; a bare task could be garbage-collected.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return turn
+
+    async def drain(self, timeout: float) -> None:
+        """Let in-flight turns finish (called on shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def _run(self, msg: InboundMessage, turn: Turn, received: float) -> None:
+        ticket = await self._order.ticket(msg.follower)
+        try:
+            if not await self._order.wait_turn(msg.follower, ticket, self._order_wait):
+                log.warning("order wait gave up", extra={"ticket": ticket})
+            await self._handle(msg, turn, received)
+        except Exception:
+            log.exception("turn failed", extra={"dedupe_key": msg.dedupe_key})
+            turn.resolve([Reply(kind="text", text=self._render_safe("apology", self._lang, {}))])
+        finally:
+            await self._order.done(msg.follower, ticket)
+
+    async def _handle(self, msg: InboundMessage, turn: Turn, received: float) -> None:
+        now = datetime.now(UTC)
+        identity: Identity = {
+            "channel": msg.channel, "app_id": msg.app_id,
+            "openid": msg.sender, "unionid": msg.unionid,
+        }
+        lang_hint = detect_lang(msg.text, "") or None
+        profile = await self._store.profiles.touch(identity, now, lang_hint)
+        lang = profile.get("lang") or self._lang
+        kind = f"event:{msg.event}" if msg.kind == "event" else msg.kind
+        inbound = self._interaction(profile, msg, "in", kind, msg.text, msg.payload, now)
+        inbound["dedupe_key"] = f"in:{msg.channel}:{msg.dedupe_key}"
+        if not await self._store.interactions.add(inbound):
+            # Already handled (the Redis marker expired but the record exists): say nothing.
+            turn.resolve([])
+            return
+
+        if msg.kind == "event" and msg.event in ("subscribe", "unsubscribe"):
+            state: FollowState = "subscribed" if msg.event == "subscribe" else "unsubscribed"
+            await self._store.profiles.set_follow(profile["_id"], state, now)
+
+        replies, outcome = await self._dialogue(msg, profile, lang)
+        latency_ms = (time.monotonic() - received) * 1000
+        turn.resolve(replies)
+        late = turn.late and bool(replies)
+        keys = [outbound_key(inbound["dedupe_key"], i) for i in range(len(replies))]
+        sender = self._late.get(msg.channel)
+        if late:
+            self._metrics.late_replies.labels(msg.channel).inc()
+            if sender is not None:
+                await sender.send_late(msg, replies, keys)
+
+        intent, confidence = (None, None)
+        if outcome in ("replied", "no_reply") and self._used_rasa(msg):
+            # Off the reply path: the follower already has (or is getting) the answer.
+            intent, confidence = await self._rasa.latest_intent(msg.follower)
+        delivery = "none" if not replies else ("customer_service" if late else "passive")
+        await self._store.interactions.update(inbound["dedupe_key"], {
+            "intent": intent, "confidence": confidence, "outcome": outcome,
+            "latency_ms": round(latency_ms, 2), "delivery": delivery,
+        })
+        out_time = datetime.now(UTC)
+        for key, reply in zip(keys, replies, strict=True):
+            out = self._interaction(
+                profile, msg, "out", reply.kind, reply.as_text(),
+                reply.model_dump(mode="json"), out_time,
+            )
+            out["dedupe_key"] = key
+            out["delivery"] = delivery
+            out["outcome"] = "queued" if late else "sent"
+            out["latency_ms"] = round(latency_ms, 2)
+            await self._store.interactions.add(out)
+        if replies:
+            await self._store.profiles.count_outbound(profile["_id"], len(replies))
+        log.info("turn done", extra={
+            "kind": msg.kind, "outcome": outcome, "delivery": delivery,
+            "latency_ms": round(latency_ms, 1), "intent": intent,
+        })
+
+    @staticmethod
+    def _used_rasa(msg: InboundMessage) -> bool:
+        return msg.kind in ("text", "voice") or msg.event in ("subscribe", "click")
+
+    async def _dialogue(
+        self, msg: InboundMessage, profile: Profile, lang: str
+    ) -> tuple[list[Reply], str]:
+        """What to say, and the outcome to record on the inbound interaction."""
+        text: str | None = None
+        if msg.kind == "text" or (msg.kind == "voice" and msg.text):
+            text = msg.text
+        elif msg.kind == "event" and msg.event == "subscribe":
+            text = "/subscribe"
+        elif msg.kind == "event" and msg.event == "click":
+            intent = self._menu.get(msg.event_key or "")
+            if intent is None:
+                return [self._text("menu_unknown", lang, profile)], "unsupported"
+            text = f"/{intent}"
+        elif msg.kind == "event":
+            return [], "no_reply"  # unsubscribe, scan, view, location: recorded only
+        elif msg.kind == "unknown":
+            return [self._text("unsupported", lang, profile)], "unsupported"
+        else:
+            return [self._text("media_received", lang, profile)], "replied"
+        if not text or not text.strip():
+            return [self._text("help", lang, profile)], "replied"
+
+        metadata = {"channel": msg.channel, "profile_id": profile["_id"], "lang": lang}
+        try:
+            messages = await self._rasa.send(msg.follower, text, metadata)
+        except RasaUnavailable as e:
+            self._metrics.rasa_errors.inc()
+            log.warning("rasa unavailable", extra={"error": str(e)})
+            return [self._text("apology", lang, profile)], "rasa_unavailable"
+        replies = self._merge([r for m in messages for r in self._convert(m, lang, profile)])
+        return replies, ("replied" if replies else "no_reply")
+
+    def _convert(self, message: dict[str, Any], lang: str, profile: Profile) -> list[Reply]:
+        """One Rasa bot message to replies: templates, text (+buttons), images, news."""
+        out: list[Reply] = []
+        custom = message.get("custom")
+        if isinstance(custom, dict):
+            if "template" in custom:
+                variables = custom.get("vars") if isinstance(custom.get("vars"), dict) else {}
+                out.append(self._text(str(custom["template"]), lang, profile, variables))
+            if isinstance(custom.get("news"), list):
+                arts = tuple(Article(**a) for a in custom["news"] if isinstance(a, dict))
+                out.append(Reply(kind="news", articles=arts))
+            if isinstance(custom.get("image"), dict) and custom["image"].get("media_id"):
+                out.append(Reply(kind="image", media_id=str(custom["image"]["media_id"])))
+        if message.get("text"):
+            text = str(message["text"])
+            buttons = message.get("buttons") or []
+            if buttons:
+                text += "\n" + "\n".join(
+                    f"{i}. {b.get('title', '')}" for i, b in enumerate(buttons, 1)
+                )
+            out.append(Reply(kind="text", text=text))
+        if message.get("image"):
+            url = str(message["image"])
+            out.append(Reply(kind="news", articles=(Article(title="", image=url, url=url),)))
+        return out
+
+    @staticmethod
+    def _merge(replies: list[Reply]) -> list[Reply]:
+        """Consecutive texts become one message: a passive reply carries only one."""
+        merged: list[Reply] = []
+        for r in replies:
+            if r.kind == "text" and merged and merged[-1].kind == "text":
+                merged[-1] = Reply(kind="text", text=merged[-1].text + "\n\n" + r.text)
+            else:
+                merged.append(r)
+        return merged
+
+    def _text(
+        self, name: str, lang: str, profile: Profile, variables: dict[str, Any] | None = None
+    ) -> Reply:
+        context = {"profile": profile.get("fields", {}), "lang": lang, **(variables or {})}
+        return Reply(kind="text", text=self._render_safe(name, lang, context))
+
+    def _render_safe(self, name: str, lang: str, context: dict[str, Any]) -> str:
+        try:
+            return self._templates.render(name, lang, **context)
+        except TemplateProblem:
+            # A broken template must not leave the follower with nothing or a stack trace.
+            log.exception("template failed", extra={"template": name})
+            if name != "apology":
+                return self._render_safe("apology", lang, {})
+            if lang == "zh":
+                return "抱歉，我暂时无法回答，请稍后再试。"
+            return "Sorry, please try again later."
+
+    @staticmethod
+    def _interaction(
+        profile: Profile, msg: InboundMessage, direction: str, kind: str, text: str | None,
+        payload: dict[str, Any], ts: datetime,
+    ) -> Interaction:
+        return {
+            "_id": uuid.uuid4().hex, "profile_id": profile["_id"], "channel": msg.channel,
+            "direction": "in" if direction == "in" else "out", "type": kind, "text": text,
+            "payload": payload, "intent": None, "confidence": None, "latency_ms": None,
+            "outcome": "received" if direction == "in" else "queued", "dedupe_key": "",
+            "ts": ts,
+        }

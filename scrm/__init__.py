@@ -1,0 +1,1 @@
+"""The `scrm` command line: run, train, chat as a follower, inspect profiles."""

@@ -1,0 +1,228 @@
+"""`scrm`: up (Rasa + app), serve (app alone), train, chat (as a follower), profile show."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+from bot.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("scrm")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(args.config)
+    except ConfigError as e:
+        sys.exit(f"scrm: {e}")
+
+
+async def _serve(settings: Settings, ready_extra: str = "") -> None:
+    """Run the web app until SIGINT/SIGTERM; print `ready` once it accepts requests."""
+    from aiohttp import web
+
+    from webhooks.app import create_app
+
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.app.host, settings.app.port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    base = f"http://127.0.0.1:{settings.app.port}"
+    print(f"ready: WeChat webhook {base}/wechat, health {base}/healthz{ready_extra}",
+          flush=True)
+    try:
+        await stop.wait()
+    finally:
+        print("stopping ...", file=sys.stderr, flush=True)
+        await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from bot.logs import setup_logging
+
+    settings = _settings(args)
+    if args.port:
+        settings = settings.model_copy(
+            update={"app": settings.app.model_copy(update={"port": args.port})})
+    setup_logging(settings.app.log_level)
+    asyncio.run(_serve(settings))
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from bot.logs import setup_logging
+    from scrm import rasa_proc
+
+    settings = _settings(args)
+    root = Path(args.root).resolve()
+    port = args.port or settings.app.port
+    rasa_port = args.rasa_port
+    settings = settings.model_copy(update={
+        "app": settings.app.model_copy(update={"port": port}),
+        "rasa": settings.rasa.model_copy(update={"url": f"http://127.0.0.1:{rasa_port}"}),
+    })
+    setup_logging(settings.app.log_level)
+    model = rasa_proc.train(root)
+    rasa_log = rasa_proc.cache_dir() / "logs" / f"rasa-{rasa_port}.log"
+    print(f"starting Rasa on 127.0.0.1:{rasa_port} (log: {rasa_log}) ...", file=sys.stderr)
+    proc = rasa_proc.start_rasa(root, model, rasa_port,
+                                f"http://127.0.0.1:{port}/rasa/webhook", rasa_log)
+    try:
+        if not rasa_proc.wait_http(f"http://127.0.0.1:{rasa_port}/status", 180, proc):
+            tail = rasa_log.read_text(errors="replace")[-2000:] if rasa_log.exists() else ""
+            sys.exit(f"scrm: Rasa did not start. Last lines of {rasa_log}:\n{tail}")
+        asyncio.run(_serve(settings, f", Rasa http://127.0.0.1:{rasa_port}"))
+    finally:
+        rasa_proc.stop(proc)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from scrm import rasa_proc
+
+    print(rasa_proc.train(Path(args.root).resolve()))
+
+
+def _post(url: str, body: str) -> str:
+    req = urllib.request.Request(url, data=body.encode(), method="POST",  # noqa: S310
+                                 headers={"Content-Type": "application/xml"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the user's server
+        return str(resp.read().decode())
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from scrm.follower import Follower, describe
+
+    settings = _settings(args)
+    url = args.url or f"http://127.0.0.1:{settings.app.port}"
+    follower = Follower(token=settings.wechat.token, openid=args.openid,
+                        app_id=settings.wechat.app_id, aes_key=settings.wechat.aes_key)
+    print(f"Chatting as follower {args.openid} with {url}/wechat "
+          "(:follow, :unfollow, :click KEY, :image, :quit)")
+
+    def send(xml: str) -> None:
+        query, body = follower.request(xml)
+        try:
+            answer = _post(f"{url}/wechat?{query}", body)
+        except urllib.error.HTTPError as e:
+            print(f"!! HTTP {e.code}: {e.read().decode(errors='replace')[:200]}")
+            return
+        except urllib.error.URLError as e:
+            print(f"!! cannot reach {url}: {e.reason} (is `scrm up` running?)")
+            return
+        print("bot>", describe(follower.read_reply(answer)).replace("\n", "\n     "))
+
+    for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+        line = line.strip()
+        if not line:
+            continue
+        if line == ":quit":
+            break
+        if line == ":follow":
+            send(follower.event("subscribe"))
+        elif line == ":unfollow":
+            send(follower.event("unsubscribe"))
+        elif line.startswith(":click "):
+            send(follower.event("CLICK", line.split(maxsplit=1)[1]))
+        elif line == ":image":
+            send(follower.xml("image", PicUrl="http://example.invalid/p.jpg", MediaId="m1"))
+        else:
+            if not sys.stdin.isatty():
+                print("you>", line)
+            send(follower.text(line))
+
+
+def _admin_get(url: str, token: str) -> Any:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the admin API
+        return json.loads(resp.read())
+
+
+def cmd_profile_show(args: argparse.Namespace) -> None:
+    from bot.logs import mask_phones
+
+    settings = _settings(args)
+    if not settings.admin.token:
+        sys.exit("scrm: SCRM_ADMIN_TOKEN is not set; the admin API refuses every call")
+    url = args.url or f"http://127.0.0.1:{settings.app.port}"
+    query = urllib.parse.urlencode({"openid": args.openid, "channel": args.channel,
+                                    "limit": args.limit})
+    try:
+        data = _admin_get(f"{url}/admin/api/profiles?{query}", settings.admin.token)
+    except urllib.error.HTTPError as e:
+        sys.exit(f"scrm: HTTP {e.code}: {e.read().decode(errors='replace')[:200]}")
+    except urllib.error.URLError as e:
+        sys.exit(f"scrm: cannot reach {url}: {e.reason} (is the server running?)")
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    p = data["profile"]
+    print(f"profile {p['_id']}")
+    for ident in p["identities"]:
+        print(f"  identity   {ident['channel']}:{ident['app_id']}:{ident['openid']}")
+    print(f"  follow     {p['follow']['state']}")
+    print(f"  first seen {p['first_seen']}\n  last seen  {p['last_seen']}")
+    print(f"  counters   {json.dumps(p.get('counters', {}))}")
+    print(f"  tags       {', '.join(p.get('tags', [])) or '-'}")
+    print(f"latest {len(data['interactions'])} interactions:")
+    for i in data["interactions"]:
+        arrow = "<-" if i["direction"] == "in" else "->"
+        detail = i.get("intent") or ""
+        text = mask_phones((i.get("text") or "").replace("\n", " "))[:60]
+        print(f"  {i['ts'][:19]} {arrow} {i['type']:<14} {i['outcome']:<16} {detail:<10} {text}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    load_dotenv(Path.cwd() / ".env")  # dev secrets written by `make run`; env wins
+    parser = argparse.ArgumentParser(prog="scrm", description=__doc__)
+    parser.add_argument("--config", default=os.environ.get("SCRM_CONFIG", "config.yml"))
+    parser.add_argument("--root", default=".", help="project folder with nlu/ and flows/")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="Rasa + web app in the foreground; Ctrl-C stops both")
+    up.add_argument("--port", type=int, default=None)
+    up.add_argument("--rasa-port", type=int, default=5005)
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="the web app alone, against RASA_URL")
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("train", help="train the Rasa model (cached by data hash)").set_defaults(
+        func=cmd_train)
+
+    chat = sub.add_parser("chat", help="talk to the running server as a WeChat follower")
+    chat.add_argument("--url", default=None)
+    chat.add_argument("--openid", default="o_demo_follower")
+    chat.set_defaults(func=cmd_chat)
+
+    profile = sub.add_parser("profile", help="member profiles")
+    psub = profile.add_subparsers(dest="pcmd", required=True)
+    show = psub.add_parser("show", help="a profile and its latest interactions")
+    show.add_argument("openid")
+    show.add_argument("--channel", default="wechat")
+    show.add_argument("--limit", type=int, default=20)
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--url", default=None)
+    show.set_defaults(func=cmd_profile_show)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Rasa as a separate process: its venv, model training cached by data hash, the server.
+
+Rasa 3.6 cannot share the app's venv (conflicting pins), so it is only ever run as a
+subprocess from its own venv, built by scripts/rasa-venv.sh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+RASA_ENV = {
+    "RASA_TELEMETRY_ENABLED": "false",  # telemetry would try to reach the internet
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("SCRM_CACHE", Path.home() / ".cache" / "scrm"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def rasa_venv(root: Path) -> Path:
+    """The Rasa venv: $SCRM_RASA_VENV, or built/reused by scripts/rasa-venv.sh."""
+    given = os.environ.get("SCRM_RASA_VENV")
+    if given:
+        return Path(given)
+    out = subprocess.run(  # noqa: S603 - our own script, bash from PATH
+        ["bash", str(root / "scripts" / "rasa-venv.sh")], check=True,  # noqa: S607
+        stdout=subprocess.PIPE, text=True,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def data_hash(root: Path) -> str:
+    """Hash of everything a model is trained from: nlu/, flows/ and the Rasa lock."""
+    h = hashlib.sha256()
+    files = [*sorted((root / "nlu").rglob("*")), *sorted((root / "flows").rglob("*.yml")),
+             root / "requirements" / "rasa-lock.txt"]
+    for f in files:
+        if f.is_file():
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def train(root: Path, quiet: bool = False) -> Path:
+    """The model for the current data, trained only if not cached already."""
+    model = cache_dir() / "models" / f"scrm-{data_hash(root)}.tar.gz"
+    if model.exists():
+        return model
+    venv = rasa_venv(root)
+    model.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="scrm-train-") as work:
+        print(f"training the Rasa model ({model.name}) ...", file=sys.stderr)
+        started = time.monotonic()
+        # cwd is a scratch dir: Rasa writes its .rasa/ cache there, not into the checkout.
+        subprocess.run(  # noqa: S603
+            [str(venv / "bin" / "rasa"), "train", "--config", str(root / "nlu" / "config.yml"),
+             "--domain", str(root / "nlu" / "domain.yml"), "--data", str(root / "nlu" / "data"),
+             "--out", work, "--fixed-model-name", "model"],
+            check=True, cwd=work, env={**os.environ, **RASA_ENV},
+            stdout=subprocess.DEVNULL if quiet else sys.stderr,
+            stderr=subprocess.DEVNULL if quiet else sys.stderr,
+        )
+        shutil.move(str(Path(work) / "model.tar.gz"), model)
+        print(f"trained in {time.monotonic() - started:.0f} s: {model}", file=sys.stderr)
+    return model
+
+
+def start_rasa(root: Path, model: Path, port: int, action_url: str, log_path: Path
+               ) -> subprocess.Popen[bytes]:
+    """Start `rasa run --enable-api` on 127.0.0.1:port; returns at once (see wait_http)."""
+    venv = rasa_venv(root)
+    work = Path(tempfile.mkdtemp(prefix="scrm-rasa-"))
+    (work / "endpoints.yml").write_text(f"action_endpoint:\n  url: {action_url}\n")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    return subprocess.Popen(  # noqa: S603
+        [str(venv / "bin" / "rasa"), "run", "--enable-api", "-m", str(model),
+         "-i", "127.0.0.1", "-p", str(port), "--endpoints", str(work / "endpoints.yml")],
+        cwd=work, env={**os.environ, **RASA_ENV}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Rasa cleanly
+    )
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll `url` until it answers 200; False on timeout or if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -1,0 +1,52 @@
+"""Every Redis key the application writes, built in one place under one namespace.
+
+One module for all prefixes (as arq does) so that a reader can see the whole keyspace, and
+so tests can run side by side on one Redis by using different namespaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = "scrm"
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    def dedupe(self, key: str) -> str:
+        """Set (NX) before any work on an inbound message; its presence means 'seen'."""
+        return self._k("dedupe", key)
+
+    def result(self, key: str) -> str:
+        """The outcome of the first attempt, for retries to answer identically."""
+        return self._k("result", key)
+
+    def order_next(self, follower: str) -> str:
+        """Ticket counter: arrival order of one follower's messages."""
+        return self._k("order", follower, "next")
+
+    def order_done(self, follower: str) -> str:
+        """Highest ticket finished for one follower."""
+        return self._k("order", follower, "done")
+
+    def order_turn(self, follower: str, ticket: int) -> str:
+        """A list pushed when the ticket before `ticket` finishes (a wake-up, no polling)."""
+        return self._k("order", follower, "turn", str(ticket))
+
+    def token(self, name: str) -> str:
+        return self._k("token", name)
+
+    def token_lock(self, name: str) -> str:
+        return self._k("lock", "token", name)
+
+    def sent(self, key: str) -> str:
+        """Marks an outbound push as attempted, so a re-run job never sends it twice."""
+        return self._k("sent", key)
+
+    @property
+    def queue(self) -> str:
+        """The arq job queue shared by every app process."""
+        return self._k("jobs")

@@ -1,0 +1,149 @@
+"""MongoDB repositories over motor, or over the embedded engine (mongomock-motor).
+
+Every motor call of the application lives in this module, so moving to PyMongo's own
+AsyncMongoClient (motor is deprecated upstream) is a change here and nowhere else.
+No operation needs a transaction: idempotency comes from unique indexes and
+single-document atomic updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any, cast
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from store.records import FollowState, Identity, Interaction, Profile, identity_key
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_WARNING = (
+    "MONGODB_URL is not set: using the embedded in-memory MongoDB engine. "
+    "Profiles and interactions are lost when the process stops."
+)
+
+
+class MongoProfiles:
+    def __init__(self, db: Any) -> None:
+        self._col = db["profiles"]
+
+    async def ensure_indexes(self) -> None:
+        await self._col.create_index([("identity_keys", ASCENDING)], unique=True)
+
+    async def touch(self, identity: Identity, now: datetime, lang: str | None) -> Profile:
+        key = identity_key(identity["channel"], identity["app_id"], identity["openid"])
+        update: dict[str, Any] = {
+            "$setOnInsert": {
+                "_id": uuid.uuid4().hex,
+                "identity_keys": [key],
+                "identities": [identity],
+                "first_seen": now,
+                "follow": {"state": "unknown", "changed_at": None},
+                "tags": [],
+                "fields": {},
+            },
+            "$set": {"last_seen": now, **({"lang": lang} if lang else {})},
+            "$inc": {"counters.inbound": 1},
+        }
+        # $elemMatch (not equality) so the upsert does not seed identity_keys with a string.
+        query = {"identity_keys": {"$elemMatch": {"$eq": key}}}
+        for _ in range(2):
+            try:
+                doc = await self._col.find_one_and_update(
+                    query, update, upsert=True, return_document=ReturnDocument.AFTER
+                )
+                return cast(Profile, doc)
+            except DuplicateKeyError:
+                # Two first messages raced to create the profile; the loser now finds it.
+                continue
+        raise RuntimeError(f"could not create or find profile for {key}")
+
+    async def get(self, profile_id: str) -> Profile | None:
+        return cast(Profile | None, await self._col.find_one({"_id": profile_id}))
+
+    async def find_by_identity(self, channel: str, app_id: str, openid: str) -> Profile | None:
+        doc = await self._col.find_one({"identity_keys": identity_key(channel, app_id, openid)})
+        return cast(Profile | None, doc)
+
+    async def set_follow(self, profile_id: str, state: FollowState, now: datetime) -> None:
+        await self._col.update_one(
+            {"_id": profile_id}, {"$set": {"follow": {"state": state, "changed_at": now}}}
+        )
+
+    async def count_outbound(self, profile_id: str, n: int) -> None:
+        await self._col.update_one({"_id": profile_id}, {"$inc": {"counters.outbound": n}})
+
+    async def set_fields(self, profile_id: str, fields: dict[str, Any]) -> None:
+        await self._col.update_one(
+            {"_id": profile_id}, {"$set": {f"fields.{k}": v for k, v in fields.items()}}
+        )
+
+
+class MongoInteractions:
+    def __init__(self, db: Any) -> None:
+        self._col = db["interactions"]
+
+    async def ensure_indexes(self) -> None:
+        await self._col.create_index([("profile_id", ASCENDING), ("ts", DESCENDING)])
+        await self._col.create_index([("dedupe_key", ASCENDING)], unique=True)
+
+    async def add(self, doc: Interaction) -> bool:
+        try:
+            await self._col.insert_one(dict(doc))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def update(self, dedupe_key: str, fields: dict[str, Any]) -> None:
+        await self._col.update_one({"dedupe_key": dedupe_key}, {"$set": fields})
+
+    async def get(self, dedupe_key: str) -> Interaction | None:
+        return cast(Interaction | None, await self._col.find_one({"dedupe_key": dedupe_key}))
+
+    async def latest(self, profile_id: str, limit: int) -> list[Interaction]:
+        cursor = self._col.find({"profile_id": profile_id}).sort("ts", DESCENDING).limit(limit)
+        return cast(list[Interaction], await cursor.to_list(length=limit))
+
+    async def count(self, profile_id: str | None = None) -> int:
+        query = {"profile_id": profile_id} if profile_id else {}
+        return int(await self._col.count_documents(query))
+
+
+class MongoStore:
+    """Both repositories over one database; `embedded` says whether data is in memory."""
+
+    def __init__(self, client: Any, database: str, embedded: bool) -> None:
+        self._client = client
+        self._db = client[database]
+        self.embedded = embedded
+        self.profiles = MongoProfiles(self._db)
+        self.interactions = MongoInteractions(self._db)
+
+    @classmethod
+    async def open(cls, url: str | None, database: str) -> MongoStore:
+        if url:
+            from motor.motor_asyncio import AsyncIOMotorClient
+
+            client: Any = AsyncIOMotorClient(url, tz_aware=True, serverSelectionTimeoutMS=3000)
+            store = cls(client, database, embedded=False)
+        else:
+            from mongomock_motor import AsyncMongoMockClient
+
+            log.warning(EMBEDDED_WARNING)
+            store = cls(AsyncMongoMockClient(tz_aware=True), database, embedded=True)
+        await store.profiles.ensure_indexes()
+        await store.interactions.ensure_indexes()
+        return store
+
+    async def ping(self) -> None:
+        await self._db.command("ping")
+
+    async def drop(self) -> None:
+        """Remove every collection (tests against a real server clean up with this)."""
+        await self._client.drop_database(self._db.name)
+
+    async def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,62 @@
+"""Typed shapes of the documents kept in MongoDB (profiles and interactions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, NotRequired, TypedDict
+
+Direction = Literal["in", "out"]
+FollowState = Literal["subscribed", "unsubscribed", "unknown"]
+
+
+class Identity(TypedDict):
+    """One channel account of a person; a profile may hold several (WeChat, WeCom, JSON)."""
+
+    channel: str
+    app_id: str
+    openid: str
+    unionid: str | None
+
+
+class Follow(TypedDict):
+    state: FollowState
+    changed_at: datetime | None
+
+
+class Profile(TypedDict):
+    """One small document per person. Interactions are never embedded here."""
+
+    _id: str
+    identity_keys: list[str]
+    identities: list[Identity]
+    first_seen: datetime
+    last_seen: datetime
+    follow: Follow
+    counters: dict[str, int]
+    tags: list[str]
+    fields: dict[str, Any]
+    lang: NotRequired[str]
+
+
+class Interaction(TypedDict):
+    """One inbound or outbound message, append-only, unique on dedupe_key."""
+
+    _id: str
+    profile_id: str
+    channel: str
+    direction: Direction
+    type: str
+    text: str | None
+    payload: dict[str, Any]
+    intent: str | None
+    confidence: float | None
+    latency_ms: float | None
+    outcome: str
+    dedupe_key: str
+    ts: datetime
+    delivery: NotRequired[str]
+
+
+def identity_key(channel: str, app_id: str, openid: str) -> str:
+    """The unique string under which a channel identity is indexed."""
+    return f"{channel}:{app_id}:{openid}"

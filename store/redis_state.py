@@ -1,0 +1,131 @@
+"""Redis-held coordination state: dedupe markers, per-follower order, cached tokens.
+
+Redis is the one place shared by every app process, so anything that must hold across
+processes (a retry landing on another process, two messages of one follower) lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+
+from store.keys import Keys
+
+# Sets `done` to max(done, ticket) atomically: finishing out of order never moves it back.
+_MARK_DONE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class Dedupe:
+    """First-writer-wins marker per inbound message, plus the result for retries."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+        self._r = redis
+        self._k = keys
+        self._ttl = ttl_seconds
+
+    async def claim(self, key: str) -> bool:
+        """True for the first attempt only; set before any work starts."""
+        return bool(await self._r.set(self._k.dedupe(key), "1", nx=True, ex=self._ttl))
+
+    async def publish(self, key: str, result: str) -> None:
+        await self._r.set(self._k.result(key), result, ex=self._ttl)
+
+    async def wait_result(self, key: str, timeout: float) -> str | None:
+        """The first attempt's result, polled until `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self._r.get(self._k.result(key))
+            if value is not None:
+                return value.decode() if isinstance(value, bytes) else str(value)
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+class FollowerOrder:
+    """Tickets in arrival order per follower; each waits for the one before to finish.
+
+    Works across processes. A ticket whose holder died is skipped after `max_wait`.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int = 86400) -> None:
+        self._r = redis
+        self._k = keys
+        self._ttl = ttl_seconds
+        self._mark_done: Any = redis.register_script(_MARK_DONE)
+
+    async def ticket(self, follower: str) -> int:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.incr(self._k.order_next(follower))
+        pipe.expire(self._k.order_next(follower), self._ttl)
+        n, _ = await pipe.execute()
+        return int(n)
+
+    async def wait_turn(self, follower: str, ticket: int, max_wait: float) -> bool:
+        """Wait until every earlier ticket is done. False if it gave up after max_wait."""
+        done = await self._r.get(self._k.order_done(follower))
+        if int(done or 0) >= ticket - 1:
+            return True
+        # The finisher of ticket-1 pushes to our turn list; BLPOP wakes us without polling.
+        pending = cast(Awaitable[Any], self._r.blpop(
+            [self._k.order_turn(follower, ticket)], timeout=max_wait  # type: ignore[arg-type]
+        ))
+        got = await pending
+        if got is not None:
+            return True
+        done = await self._r.get(self._k.order_done(follower))
+        return int(done or 0) >= ticket - 1
+
+    async def done(self, follower: str, ticket: int) -> None:
+        await self._mark_done(
+            keys=[self._k.order_done(follower), self._k.order_turn(follower, ticket + 1)],
+            args=[ticket, self._ttl],
+        )
+
+
+class TokenCache:
+    """A shared secret value (e.g. an access_token) with expiry and a refresh lock."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._r = redis
+        self._k = keys
+
+    async def get(self, name: str) -> str | None:
+        value = await self._r.get(self._k.token(name))
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def set(self, name: str, value: str, ttl_seconds: int) -> None:
+        await self._r.set(self._k.token(name), value, ex=max(1, ttl_seconds))
+
+    def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0) -> Lock:
+        return self._r.lock(self._k.token_lock(name), timeout=timeout, blocking_timeout=wait)
+
+
+class SendMarks:
+    """SET NX markers that make an outbound push at-most-once across job re-runs."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int = 7 * 86400) -> None:
+        self._r = redis
+        self._k = keys
+        self._ttl = ttl_seconds
+
+    async def claim(self, key: str) -> bool:
+        return bool(await self._r.set(self._k.sent(key), "1", nx=True, ex=self._ttl))
+
+    async def release(self, key: str) -> None:
+        """Undo a claim when the send provably did not reach the platform."""
+        await self._r.delete(self._k.sent(key))

@@ -1,0 +1,154 @@
+"""Shared fixtures: settings on a private Redis namespace, the real Rasa server (one per
+run, model cached by data hash), a counting proxy in front of it, the fake WeChat API, and
+app instances on real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.settings import Settings, load_settings
+from scrm import rasa_proc
+from store.mongo import MongoStore
+from tests.support.fake_wechat import FakeWeChatAPI
+from tests.support.rasa_proxy import RasaProxy
+from webhooks.app import SERVICES, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-123"
+APP_ID = "wx-test-app"
+ADMIN = "admin-secret"
+JSON_SECRET = "json-secret"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Rasa calls actions at a fixed URL, so every app that should serve actions binds here.
+APP_PORT = free_port()
+
+
+@pytest.fixture(scope="session")
+def rasa_server() -> Iterator[str]:
+    """A real Rasa server with the trained model, started once per test run."""
+    model = rasa_proc.train(ROOT, quiet=True)
+    port = free_port()
+    log = rasa_proc.cache_dir() / "logs" / f"rasa-test-{port}.log"
+    proc = rasa_proc.start_rasa(ROOT, model, port,
+                                f"http://127.0.0.1:{APP_PORT}/rasa/webhook", log)
+    url = f"http://127.0.0.1:{port}"
+    if not rasa_proc.wait_http(f"{url}/status", 240, proc):
+        rasa_proc.stop(proc)
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        pytest.fail(f"Rasa did not start; log tail:\n{tail}")
+    yield url
+    rasa_proc.stop(proc)
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    ns = f"test-{uuid.uuid4().hex[:10]}"
+    yield ns
+    r = redis_sync.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    keys = list(r.scan_iter(f"{ns}:*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+@pytest.fixture
+async def wechat_api() -> AsyncIterator[FakeWeChatAPI]:
+    api = await FakeWeChatAPI().start()
+    yield api
+    await api.close()
+
+
+def make_settings(namespace: str, rasa_url: str, api_base: str = "http://127.0.0.1:9",
+                  **sections: dict[str, Any]) -> Settings:
+    env = {
+        "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": APP_ID, "WECHAT_APP_SECRET": "s3cret",
+        "WECHAT_API_BASE": api_base, "RASA_URL": rasa_url, "SCRM_ADMIN_TOKEN": ADMIN,
+        "SCRM_JSON_SECRET": JSON_SECRET,
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    }
+    settings = load_settings(ROOT / "config.yml", env)
+    updates: dict[str, Any] = {"redis": settings.redis.model_copy(update={"namespace": namespace}),
+                               "app": settings.app.model_copy(
+                                   update={"flows_dir": str(ROOT / "flows")})}
+    for name, values in sections.items():
+        base = updates.get(name, getattr(settings, name))
+        updates[name] = base.model_copy(update=values)
+    return settings.model_copy(update=updates)
+
+
+class AppHarness:
+    """One running app instance on real HTTP, with handles on its services."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    @property
+    def services(self) -> Any:
+        return self.client.server.app[SERVICES]
+
+    @property
+    def store(self) -> Any:
+        return self.services.store
+
+    async def post_wechat(self, query: str, body: str) -> tuple[int, str]:
+        resp = await self.client.post(f"/wechat?{query}", data=body.encode())
+        return resp.status, await resp.text()
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[Any]:
+    """Factory: `await start_app(settings, store=None, port=None)` -> AppHarness."""
+    clients: list[TestClient] = []
+
+    async def start(settings: Settings, store: MongoStore | None = None,
+                    port: int | None = None, run_worker: bool = True) -> AppHarness:
+        app = create_app(settings, store=store, run_worker=run_worker)
+        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+        await client.start_server()
+        clients.append(client)
+        return AppHarness(client)
+
+    yield start
+    for c in reversed(clients):
+        await c.close()
+
+
+@pytest.fixture
+async def rasa_proxy(rasa_server: str) -> AsyncIterator[RasaProxy]:
+    proxy = await RasaProxy(rasa_server).start()
+    yield proxy
+    await proxy.close()
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def scrm_bin() -> str:
+    path = Path(os.sys.executable).parent / "scrm"  # type: ignore[attr-defined]
+    return str(path)
+
+
+def run_scrm(*args: str, env: dict[str, str] | None = None, input_text: str | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([scrm_bin(), *args], cwd=ROOT, env=env, input=input_text,
+                          capture_output=True, text=True, timeout=timeout, check=False)

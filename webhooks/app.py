@@ -1,0 +1,196 @@
+"""The aiohttp application: channels, Rasa's action endpoint, admin API, health, metrics.
+
+Exceptions become responses here, once: channel routes never answer 5xx (WeChat would show
+the follower "该公众号暂时无法提供服务"), and no response body carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundException
+
+from bot.logs import request_id
+from bot.settings import Settings
+from store.protocols import Store
+from webhooks.services import Services, open_services
+
+log = logging.getLogger(__name__)
+
+SERVICES = web.AppKey("services", Services)
+MAX_BODY = 1024 * 1024  # WeChat messages are a few KB; anything near this is hostile
+CHANNEL_PATHS = ("/wechat", "/webhooks/")
+INTERNAL_PATHS = ("/admin/", "/rasa/")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _channel_of(path: str) -> str:
+    if path.startswith("/wechat"):
+        return "wechat"
+    if path.startswith("/webhooks/"):
+        return path.split("/")[2] or "webhooks"
+    return "other"
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, access log, metrics; and the one place errors become responses."""
+    rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+            status = response.status
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"path": request.path})
+            if request.path.startswith(CHANNEL_PATHS):
+                # The follower sees nothing rather than WeChat's "cannot serve" page.
+                status = 200
+                return web.Response(text="success")
+            status = 500
+            return web.json_response({"error": "internal error", "request_id": rid},
+                                     status=500)
+        response.headers["X-Request-Id"] = rid
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        if request.path.startswith(CHANNEL_PATHS) and SERVICES in request.app:
+            metrics = request.app[SERVICES].metrics
+            channel = _channel_of(request.path)
+            metrics.requests.labels(channel, str(status)).inc()
+            metrics.latency.labels(channel).observe(elapsed)
+        log.info("request", extra={"method": request.method, "path": request.path,
+                                   "status": status, "ms": round(elapsed * 1000, 1)})
+        request_id.reset(token)
+
+
+def _loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def internal_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Admin API and Rasa's action endpoint: loopback only unless configured otherwise."""
+    if request.path.startswith(INTERNAL_PATHS):
+        settings = request.app[SERVICES].settings
+        if not settings.admin.allow_remote and not _loopback(request.remote):
+            raise web.HTTPForbidden(text="internal endpoint: loopback only")
+        if request.path.startswith("/admin/"):
+            expected = settings.admin.token
+            if not expected:
+                raise web.HTTPForbidden(text="admin API disabled: set SCRM_ADMIN_TOKEN")
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise web.HTTPUnauthorized(text="missing or wrong admin token")
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    checks: dict[str, Any] = {}
+    try:
+        await svc.store.ping()
+        checks["mongo"] = "embedded" if svc.store.embedded else "ok"
+    except Exception as e:
+        checks["mongo"] = f"down: {type(e).__name__}"
+    try:
+        await svc.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as e:
+        checks["redis"] = f"down: {type(e).__name__}"
+    checks["rasa"] = "ok" if await svc.rasa.healthy() else "down"
+    ok = all(v in ("ok", "embedded") for v in checks.values())
+    return web.json_response({"ok": ok, **checks}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[SERVICES].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def rasa_actions(request: web.Request) -> web.Response:
+    """Rasa's action endpoint, served by rasa-sdk's executor (no Sanic, same process)."""
+    try:
+        call = await request.json()
+    except ValueError:
+        return web.json_response({"error": "invalid JSON"}, status=400)
+    executor = request.app[SERVICES].executor
+    try:
+        result = await executor.run(call)
+    except ActionNotFoundException as e:
+        return web.json_response({"error": e.message, "action_name": e.action_name}, status=404)
+    except ActionExecutionRejection as e:
+        return web.json_response({"error": e.message, "action_name": e.action_name}, status=400)
+    return web.json_response(result.model_dump() if result else None)
+
+
+def _jsonable(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _jsonable(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_jsonable(v) for v in doc]
+    if hasattr(doc, "isoformat"):
+        return doc.isoformat()
+    return doc
+
+
+async def admin_profile(request: web.Request) -> web.Response:
+    """A profile and its latest interactions, by id or by channel identity (openid)."""
+    svc = request.app[SERVICES]
+    q = request.query
+    profile_id = request.match_info.get("profile_id")
+    if profile_id:
+        profile = await svc.store.profiles.get(profile_id)
+    elif q.get("openid"):
+        channel = q.get("channel", "wechat")
+        app_id = q.get("app_id") or (svc.settings.wechat.app_id if channel == "wechat"
+                                     else "default")
+        profile = await svc.store.profiles.find_by_identity(channel, app_id, q["openid"])
+    else:
+        return web.json_response({"error": "give a profile id or ?openid="}, status=400)
+    if profile is None:
+        return web.json_response({"error": "no such profile"}, status=404)
+    try:
+        limit = min(max(int(q.get("limit", "20")), 1), 200)
+    except ValueError:
+        return web.json_response({"error": "limit must be a number"}, status=400)
+    interactions = await svc.store.interactions.latest(profile["_id"], limit)
+    return web.json_response(_jsonable({"profile": profile, "interactions": interactions}))
+
+
+def create_app(settings: Settings, store: Store | None = None, run_worker: bool = True
+               ) -> web.Application:
+    """The web application; `store` lets tests and benchmarks share one embedded store."""
+    app = web.Application(middlewares=[edge, internal_guard], client_max_size=MAX_BODY)
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_services(settings, store=store, run_worker=run_worker) as svc:
+            app[SERVICES] = svc
+            for channel in svc.channels.values():
+                app.router.add_routes(channel.routes())
+            yield
+
+    app.cleanup_ctx.append(services_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/rasa/webhook", rasa_actions)
+    app.router.add_get("/admin/api/profiles", admin_profile)
+    app.router.add_get("/admin/api/profiles/{profile_id}", admin_profile)
+    return app

@@ -1,0 +1,131 @@
+"""Opening and closing everything one app process holds: clients, store, worker, channels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Worker
+from rasa_sdk.executor import ActionExecutor
+from redis.asyncio import Redis
+
+from bot.actions import register_actions
+from bot.metrics import Metrics
+from bot.orchestrator import LateSender, Orchestrator
+from bot.rasa import RasaClient
+from bot.settings import Settings
+from bot.templates import TemplateLibrary
+from store.keys import Keys
+from store.mongo import MongoStore
+from store.protocols import Store
+from store.redis_state import Dedupe, FollowerOrder, SendMarks, TokenCache
+
+if TYPE_CHECKING:
+    from webhooks.channels import Channel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    redis: Redis
+    keys: Keys
+    session: aiohttp.ClientSession
+    rasa: RasaClient
+    templates: TemplateLibrary
+    metrics: Metrics
+    dedupe: Dedupe
+    order: FollowerOrder
+    tokens: TokenCache
+    marks: SendMarks
+    arq: ArqRedis
+    orchestrator: Orchestrator
+    executor: ActionExecutor
+    late_senders: dict[str, LateSender] = field(default_factory=dict)
+    job_ctx: dict[str, Any] = field(default_factory=dict)
+    job_functions: list[Callable[..., Any]] = field(default_factory=list)
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings, store: Store | None = None, run_worker: bool = True
+) -> AsyncIterator[Services]:
+    """Everything the app needs, opened in order and closed in reverse."""
+    keys = Keys(settings.redis.namespace)
+    redis = Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=2)
+    own_store = store is None
+    if store is None:
+        store = await MongoStore.open(settings.mongodb.url, settings.mongodb.database)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, limit_per_host=100),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
+    arq_settings = RedisSettings.from_dsn(settings.redis.url)
+    pool = await create_pool(arq_settings, default_queue_name=keys.queue)
+    metrics = Metrics()
+    templates = TemplateLibrary.from_dir(settings.app.flows_dir, settings.app.default_lang)
+    rasa = RasaClient(session, settings.rasa.url, settings.rasa.timeout_seconds)
+    order = FollowerOrder(redis, keys)
+    late_senders: dict[str, LateSender] = {}
+    orchestrator = Orchestrator(
+        store=store, rasa=rasa, templates=templates, order=order, metrics=metrics,
+        late_senders=late_senders, menu=settings.wechat.menu,
+        default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
+    )
+    executor = ActionExecutor()
+    register_actions(executor, store, templates)
+    services = Services(
+        settings=settings, store=store, redis=redis, keys=keys, session=session, rasa=rasa,
+        templates=templates, metrics=metrics,
+        dedupe=Dedupe(redis, keys, settings.app.dedupe_ttl_seconds), order=order,
+        tokens=TokenCache(redis, keys), marks=SendMarks(redis, keys), arq=pool,
+        orchestrator=orchestrator, executor=executor, late_senders=late_senders,
+    )
+    services.job_ctx.update(store=store, metrics=metrics, send_marks=services.marks)
+    from webhooks.channels import REGISTRY, load_builtin_channels
+
+    load_builtin_channels()
+    for name, factory in REGISTRY.items():
+        channel = factory(services)
+        if channel is None:
+            log.info("channel not configured", extra={"channel": name})
+            continue
+        services.channels[name] = channel
+        if channel.late_sender is not None:
+            late_senders[name] = channel.late_sender
+        services.job_functions.extend(channel.job_functions)
+
+    worker: Worker | None = None
+    worker_task: asyncio.Task[None] | None = None
+    if run_worker and services.job_functions:
+        # The job worker runs inside every app process, so several processes share the work.
+        worker = Worker(
+            functions=services.job_functions, queue_name=keys.queue,
+            redis_settings=arq_settings, handle_signals=False, ctx=services.job_ctx,
+            poll_delay=0.05, max_tries=8, keep_result=3600, log_results=False,
+        )
+        worker_task = asyncio.create_task(worker.async_run())
+    try:
+        yield services
+    finally:
+        await orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
+        if worker is not None:
+            await worker.close()
+        if worker_task is not None:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker_task
+        await pool.aclose()
+        await session.close()
+        await redis.aclose()
+        if own_store:
+            await store.close()

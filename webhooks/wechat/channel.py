@@ -1,0 +1,152 @@
+"""GET/POST /wechat: the official-account server URL.
+
+Order of work on POST: replay window, signature, size, hardened parse, decrypt, dedupe
+(SET NX before any work), then the orchestrator within the time budget. Errors become a
+status code here and nowhere else; nothing but 'success' or a valid reply ever goes back
+with a 200, and no request is ever answered with a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidSignatureException
+from wechatpy.utils import check_signature
+
+from bot.messages import InboundMessage, Reply
+from bot.orchestrator import outbound_key
+from webhooks.channels import register_channel
+from webhooks.services import Services
+from webhooks.wechat.api import WeChatAPI
+from webhooks.wechat.late import JOB_NAME, WeChatLateSender, wechat_send_late
+from webhooks.wechat.parse import MalformedMessage, harden, to_inbound
+from webhooks.wechat.render import passive_xml
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "success"
+
+
+class WeChatChannel:
+    name = "wechat"
+
+    def __init__(self, services: Services) -> None:
+        self._svc = services
+        cfg = services.settings.wechat
+        self._cfg = cfg
+        self._budget = services.settings.app.budget_seconds
+        self._crypto = WeChatCrypto(cfg.token, cfg.aes_key, cfg.app_id) if cfg.aes_key else None
+        self.late_sender = WeChatLateSender(services.arq, services.keys.queue)
+        self.job_functions = [wechat_send_late]
+        services.job_ctx["wechat_api"] = WeChatAPI(
+            services.session, cfg.api_base, cfg.app_id, cfg.app_secret or "", services.tokens
+        )
+        assert JOB_NAME == wechat_send_late.__name__
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        return [web.get("/wechat", self.verify), web.post("/wechat", self.receive)]
+
+    def _fresh(self, timestamp: str) -> bool:
+        try:
+            ts = int(timestamp)
+        except ValueError:
+            return False
+        return abs(time.time() - ts) <= self._cfg.replay_window_seconds
+
+    async def verify(self, request: web.Request) -> web.Response:
+        """WeChat's server-URL check: echo `echostr` if the signature is ours."""
+        q = request.query
+        try:
+            check_signature(self._cfg.token, q.get("signature", ""), q.get("timestamp", ""),
+                            q.get("nonce", ""))
+        except InvalidSignatureException:
+            raise web.HTTPForbidden(text="invalid signature") from None
+        return web.Response(text=q.get("echostr", ""))
+
+    async def receive(self, request: web.Request) -> web.Response:
+        received = time.monotonic()
+        q = request.query
+        timestamp, nonce = q.get("timestamp", ""), q.get("nonce", "")
+        if not self._fresh(timestamp):
+            raise web.HTTPForbidden(text="timestamp outside the replay window")
+        try:
+            check_signature(self._cfg.token, q.get("signature", ""), timestamp, nonce)
+        except InvalidSignatureException:
+            raise web.HTTPForbidden(text="invalid signature") from None
+        body = await request.read()  # over client_max_size: aiohttp answers 413
+        encrypted = q.get("encrypt_type") == "aes"
+        try:
+            outer = harden(body)
+            if encrypted:
+                if self._crypto is None:
+                    raise MalformedMessage("encrypted message but no EncodingAESKey configured")
+                xml = self._decrypt(body, outer, q.get("msg_signature", ""), timestamp, nonce)
+            else:
+                xml = body.decode("utf-8")
+            msg = to_inbound(xml, self._cfg.app_id)
+        except InvalidSignatureException:
+            raise web.HTTPForbidden(text="invalid msg_signature") from None
+        except (MalformedMessage, UnicodeDecodeError) as e:
+            log.info("rejected malformed message", extra={"reason": str(e)[:120]})
+            raise web.HTTPBadRequest(text="malformed message") from None
+
+        plain = await self._answer(msg, received)
+        if plain == SUCCESS or not encrypted:
+            return web.Response(text=plain, content_type="application/xml" if plain != SUCCESS
+                                else "text/plain")
+        assert self._crypto is not None
+        return web.Response(text=self._crypto.encrypt_message(plain, nonce, timestamp),
+                            content_type="application/xml")
+
+    def _decrypt(
+        self, body: bytes, outer: dict[str, str], signature: str, timestamp: str, nonce: str
+    ) -> str:
+        assert self._crypto is not None
+        if not outer.get("Encrypt"):
+            raise MalformedMessage("encrypted message without <Encrypt>")
+        try:
+            xml = self._crypto.decrypt_message({"Encrypt": outer["Encrypt"]}, signature,
+                                               timestamp, nonce)
+        except InvalidSignatureException:
+            raise
+        except Exception as e:  # bad padding, wrong key, wrong AppId: all "cannot read"
+            raise MalformedMessage(f"cannot decrypt: {type(e).__name__}") from e
+        return str(xml)
+
+    async def _answer(self, msg: InboundMessage, received: float) -> str:
+        """The plain XML reply or 'success'; the same for every retry of one message."""
+        svc = self._svc
+        remaining = self._budget - (time.monotonic() - received)
+        if not await svc.dedupe.claim(msg.dedupe_key):
+            svc.metrics.dedupe_hits.labels(self.name).inc()
+            earlier = await svc.dedupe.wait_result(msg.dedupe_key, remaining)
+            return earlier if earlier is not None else SUCCESS
+        turn = svc.orchestrator.start(msg, received)
+        replies = await turn.answer(self._budget - (time.monotonic() - received))
+        if not replies:
+            await svc.dedupe.publish(msg.dedupe_key, SUCCESS)
+            return SUCCESS
+        first, rest = replies[0], replies[1:]
+        plain = passive_xml(first, msg.sender, str(msg.payload.get("account", "")))
+        await svc.dedupe.publish(msg.dedupe_key, plain)
+        if rest:
+            # A passive reply carries one message; the others follow by customer service.
+            base = f"in:{msg.channel}:{msg.dedupe_key}"
+            keys = [outbound_key(base, i) for i in range(1, len(replies))]
+            await self.late_sender.send_late(msg, rest, keys)
+        return plain
+
+
+def replies_json(replies: list[Reply]) -> list[dict[str, Any]]:
+    return [json.loads(r.model_dump_json()) for r in replies]
+
+
+@register_channel("wechat")
+def build(services: Services) -> WeChatChannel:
+    return WeChatChannel(services)
