@@ -61,6 +61,8 @@ class RasaSettings(_Strict):
     # "success" and the answer goes out through the customer-service API; past this
     # limit the apology does.
     timeout_seconds: float = Field(10.0, gt=0, le=60)
+    # Shared secret Rasa sends to /rasa/webhook as ?token= (its action_endpoint `token:`).
+    action_token: str | None = None
 
 
 class MongoSettings(_Strict):

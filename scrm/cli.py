@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import urllib.error
@@ -72,16 +73,19 @@ def cmd_up(args: argparse.Namespace) -> None:
     root = Path(args.root).resolve()
     port = args.port or settings.app.port
     rasa_port = args.rasa_port
+    # Only our Rasa may call the action endpoint: a per-run secret unless one is configured.
+    action_token = settings.rasa.action_token or secrets.token_urlsafe(24)
     settings = settings.model_copy(update={
         "app": settings.app.model_copy(update={"port": port}),
-        "rasa": settings.rasa.model_copy(update={"url": f"http://127.0.0.1:{rasa_port}"}),
+        "rasa": settings.rasa.model_copy(update={"url": f"http://127.0.0.1:{rasa_port}",
+                                                 "action_token": action_token}),
     })
     setup_logging(settings.app.log_level)
     model = rasa_proc.train(root)
     rasa_log = rasa_proc.cache_dir() / "logs" / f"rasa-{rasa_port}.log"
     print(f"starting Rasa on 127.0.0.1:{rasa_port} (log: {rasa_log}) ...", file=sys.stderr)
     proc = rasa_proc.start_rasa(root, model, rasa_port,
-                                f"http://127.0.0.1:{port}/rasa/webhook", rasa_log)
+                                f"http://127.0.0.1:{port}/rasa/webhook", rasa_log, action_token)
     try:
         if not rasa_proc.wait_http(f"http://127.0.0.1:{rasa_port}/status", 180, proc):
             tail = rasa_log.read_text(errors="replace")[-2000:] if rasa_log.exists() else ""
@@ -187,7 +191,8 @@ def cmd_profile_show(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    load_dotenv(Path.cwd() / ".env")  # dev secrets written by `make run`; env wins
+    # Dev secrets written by `make run`; variables already set win over the file.
+    load_dotenv(os.environ.get("SCRM_ENV_FILE", Path.cwd() / ".env"))
     parser = argparse.ArgumentParser(prog="scrm", description=__doc__)
     parser.add_argument("--config", default=os.environ.get("SCRM_CONFIG", "config.yml"))
     parser.add_argument("--root", default=".", help="project folder with nlu/ and flows/")

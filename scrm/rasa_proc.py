@@ -78,12 +78,13 @@ def train(root: Path, quiet: bool = False) -> Path:
     return model
 
 
-def start_rasa(root: Path, model: Path, port: int, action_url: str, log_path: Path
-               ) -> subprocess.Popen[bytes]:
+def start_rasa(root: Path, model: Path, port: int, action_url: str, log_path: Path,
+               action_token: str | None = None) -> subprocess.Popen[bytes]:
     """Start `rasa run --enable-api` on 127.0.0.1:port; returns at once (see wait_http)."""
     venv = rasa_venv(root)
     work = Path(tempfile.mkdtemp(prefix="scrm-rasa-"))
-    (work / "endpoints.yml").write_text(f"action_endpoint:\n  url: {action_url}\n")
+    token = f"  token: {action_token}\n" if action_token else ""
+    (work / "endpoints.yml").write_text(f"action_endpoint:\n  url: {action_url}\n{token}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
     return subprocess.Popen(  # noqa: S603

@@ -92,6 +92,10 @@ async def internal_guard(request: web.Request, handler: Handler) -> web.StreamRe
         settings = request.app[SERVICES].settings
         if not settings.admin.allow_remote and not _loopback(request.remote):
             raise web.HTTPForbidden(text="internal endpoint: loopback only")
+        if request.path.startswith("/rasa/") and settings.rasa.action_token:
+            given_token = request.query.get("token", "")
+            if not hmac.compare_digest(given_token.encode(), settings.rasa.action_token.encode()):
+                raise web.HTTPForbidden(text="missing or wrong action token")
         if request.path.startswith("/admin/"):
             expected = settings.admin.token
             if not expected:

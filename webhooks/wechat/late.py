@@ -33,7 +33,9 @@ class WeChatLateSender:
     async def send_late(self, msg: InboundMessage, replies: list[Reply], keys: list[str]) -> None:
         await self._pool.enqueue_job(
             JOB_NAME, msg.sender, [r.model_dump(mode="json") for r in replies], keys,
-            _job_id=f"cs:{keys[0]}", _queue_name=self._queue,
+            # arq keeps job ids under its own global "arq:" prefix: namespace them, or two
+            # deployments on one Redis would swallow each other's jobs as duplicates.
+            _job_id=f"{self._queue}:cs:{keys[0]}", _queue_name=self._queue,
         )
 
 

@@ -1,0 +1,108 @@
+"""The `scrm` command as a user runs it: up -> ready, chat, profile show, clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import ADMIN, ROOT, TOKEN, closed_port_url, free_port, run_scrm, scrm_bin
+
+pytestmark = pytest.mark.rasa
+
+
+def env_for(port: int, **extra: str) -> dict[str, str]:
+    return {**os.environ, "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": "wx-cli",
+            "SCRM_ADMIN_TOKEN": ADMIN, "SCRM_REDIS_NAMESPACE": f"test-cli-{uuid.uuid4().hex[:8]}",
+            "SCRM_LOG_LEVEL": "WARNING", "SCRM_ENV_FILE": "/dev/null", **extra}
+
+
+def wait_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    seen = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"no {needle!r} within {timeout}s; output: {''.join(seen)[-2000:]}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_chat_profile_and_stop(rasa_server):
+    port, rasa_port = free_port(), free_port()
+    env = env_for(port)
+    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        ready = wait_line(proc, "ready", 240)
+        assert f"http://127.0.0.1:{port}/wechat" in ready and str(rasa_port) in ready
+        chat = run_scrm("chat", "--url", f"http://127.0.0.1:{port}", "--openid", "o_cli",
+                        env=env, input_text=":follow\n你好\n我的资料\nhello\n:quit\n")
+        assert chat.returncode == 0, chat.stderr
+        out = chat.stdout
+        assert "欢迎加入姐妹社区" in out and "姐妹社区的小助手" in out
+        # follow in/out, 你好 in/out, this inbound: the action read the app's store.
+        assert "共 5 条消息记录" in out
+        assert "sister-community assistant" in out
+        show = run_scrm("profile", "show", "o_cli", "--url", f"http://127.0.0.1:{port}",
+                        env=env)
+        assert show.returncode == 0, show.stderr
+        assert "identity   wechat:wx-cli:o_cli" in show.stdout
+        assert "follow     subscribed" in show.stdout and "greet" in show.stdout
+        as_json = run_scrm("profile", "show", "o_cli", "--json", "--url",
+                           f"http://127.0.0.1:{port}", env=env)
+        data = json.loads(as_json.stdout)
+        assert data["profile"]["counters"] == {"inbound": 4, "outbound": 4}
+        assert len(data["interactions"]) == 8
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0
+    assert not port_open(port) and not port_open(rasa_port)
+
+
+def test_serve_alone_apologises_when_rasa_is_down_and_stops_on_sigint():
+    port = free_port()
+    env = env_for(port, RASA_URL=closed_port_url())
+    proc = subprocess.Popen([scrm_bin(), "serve", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_line(proc, "ready", 30)
+        chat = run_scrm("chat", "--url", f"http://127.0.0.1:{port}", env=env,
+                        input_text="你好\n")
+        assert "稍后再试" in chat.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(20)
+    assert code == 0 and not port_open(port)
+
+
+def test_bad_config_fails_fast_naming_the_key():
+    env = {k: v for k, v in os.environ.items() if k != "WECHAT_TOKEN"}
+    result = run_scrm("serve", env={**env, "WECHAT_APP_ID": "x", "SCRM_ENV_FILE": "/dev/null"},
+                      timeout=30)
+    assert result.returncode != 0
+    assert "wechat.token" in result.stderr and "WECHAT_TOKEN is not set" in result.stderr
+
+
+def test_profile_show_explains_an_unreachable_server():
+    result = run_scrm("profile", "show", "o_x", "--url", closed_port_url(),
+                      env=env_for(1), timeout=30)
+    assert result.returncode != 0 and "cannot reach" in result.stderr

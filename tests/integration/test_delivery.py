@@ -1,0 +1,116 @@
+"""Customer-service delivery: the shared access_token, retries, at-most-once sends, and a
+durable job that another app instance finishes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from bot.messages import Reply
+from store.keys import Keys
+from store.redis_state import SendMarks, TokenCache
+from tests.conftest import closed_port_url, make_settings
+from webhooks.wechat.api import WeChatAPI, WeChatTransportError
+from webhooks.wechat.late import wechat_send_late
+
+
+@pytest.fixture
+async def redis():
+    r = Redis.from_url("redis://127.0.0.1:6379/0")
+    yield r
+    await r.aclose()
+
+
+@pytest.fixture
+async def session():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def api_for(session, wechat_api, redis, namespace) -> WeChatAPI:
+    return WeChatAPI(session, wechat_api.url, "wx-app", "secret",
+                     TokenCache(redis, Keys(namespace)))
+
+
+async def test_concurrent_callers_in_two_instances_fetch_one_token(
+        session, wechat_api, redis, namespace):
+    wechat_api.token_delay = 0.2  # a slow refresh makes the race real
+    a = api_for(session, wechat_api, redis, namespace)
+    b = api_for(session, wechat_api, redis, namespace)  # another process's client
+    tokens = await asyncio.gather(*(x.access_token() for x in [a, b] * 5))
+    assert set(tokens) == {"TOKEN-1"}
+    assert len(wechat_api.token_calls()) == 1
+    call = wechat_api.token_calls()[0].body
+    assert call == {"grant_type": "client_credential", "appid": "wx-app", "secret": "secret",
+                    "force_refresh": False}
+    ttl = await redis.ttl(f"{namespace}:token:wechat:wx-app")
+    assert 6800 < ttl <= 6900  # refreshed 5 minutes before WeChat expires it
+
+
+async def test_invalid_token_is_refreshed_once_and_the_call_retried_once(
+        session, wechat_api, redis, namespace):
+    api = api_for(session, wechat_api, redis, namespace)
+    await api.access_token()
+    wechat_api.valid_tokens.clear()  # WeChat no longer accepts TOKEN-1
+    data = await api.send_custom({"touser": "o", "msgtype": "text", "text": {"content": "x"}})
+    assert data["errcode"] == 0
+    assert [c.query.get("access_token") for c in wechat_api.sends()] == ["TOKEN-1", "TOKEN-2"]
+    assert wechat_api.token_calls()[-1].body["force_refresh"] is True
+    # Still invalid after one refresh: the error comes back, no loop of refreshes.
+    wechat_api.send_errcodes[:] = [40001, 40001]
+    data = await api.send_custom({"touser": "o", "msgtype": "text", "text": {"content": "y"}})
+    assert data["errcode"] == 40001
+    assert len(wechat_api.token_calls()) == 3
+
+
+async def test_transport_error_is_reported_not_swallowed(session, redis, namespace):
+    api = WeChatAPI(session, closed_port_url(), "wx", "s", TokenCache(redis, Keys(namespace)))
+    with pytest.raises(WeChatTransportError):
+        await api.access_token()
+
+
+async def test_job_rerun_never_sends_twice_and_records_outcomes(
+        session, wechat_api, redis, namespace):
+    from bot.metrics import Metrics
+    from store.mongo import MongoStore
+
+    store = await MongoStore.open(None, "late")
+    ctx = {"wechat_api": api_for(session, wechat_api, redis, namespace),
+           "send_marks": SendMarks(redis, Keys(namespace)), "store": store,
+           "metrics": Metrics()}
+    replies = [Reply(kind="text", text="one").model_dump(mode="json"),
+               Reply(kind="text", text="two").model_dump(mode="json")]
+    wechat_api.send_errcodes[:] = [0, 45015]  # the second is outside the 48 h window
+    tally = await wechat_send_late(ctx, "o_job", replies, ["k:0", "k:1"])
+    assert tally == {"sent": 1, "failed": 1, "skipped": 0}
+    again = await wechat_send_late(ctx, "o_job", replies, ["k:0", "k:1"])
+    assert again == {"sent": 0, "failed": 0, "skipped": 2}
+    assert [c.body["text"]["content"] for c in wechat_api.sends()] == ["one", "two"]
+
+
+async def test_late_job_is_finished_by_another_instance(start_app, namespace, wechat_api):
+    """Instance A (no worker) enqueues; instance B's worker sends. The job outlives A."""
+    settings = make_settings(namespace, closed_port_url(), wechat_api.url)
+    a = await start_app(settings, run_worker=False)
+    msg_follower = "o_durable"
+    from datetime import UTC, datetime
+
+    from bot.messages import InboundMessage
+
+    msg = InboundMessage(channel="wechat", app_id="wx", sender=msg_follower, kind="text",
+                         dedupe_key="msg:1", created_at=datetime.now(UTC), text="hi")
+    await a.services.late_senders["wechat"].send_late(
+        msg, [Reply(kind="text", text="late hello")], ["in:wechat:msg:1:out:0"])
+    await a.services.late_senders["wechat"].send_late(  # enqueued twice: one job (job id)
+        msg, [Reply(kind="text", text="late hello")], ["in:wechat:msg:1:out:0"])
+    await asyncio.sleep(0.5)
+    assert wechat_api.sends() == []  # nobody is working yet
+    await a.client.close()
+    await start_app(settings)  # B, with a worker
+    sends = await wechat_api.wait_sends(1)
+    await asyncio.sleep(0.3)
+    assert [s.body["text"]["content"] for s in wechat_api.sends()] == ["late hello"]
+    assert sends[0].body["touser"] == msg_follower

@@ -1,0 +1,27 @@
+"""JSON logs: one object per line, a request id, phone numbers masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from bot.logs import JsonFormatter, mask_phones, request_id
+
+
+def test_phone_numbers_are_masked():
+    assert mask_phones("call 13812345678 now") == "call 138****5678 now"
+    assert mask_phones("id 213812345678901") == "id 213812345678901"  # not a phone
+
+
+def test_json_line_with_request_id_and_extras():
+    token = request_id.set("rid-1")
+    try:
+        record = logging.LogRecord("x", logging.INFO, "f", 1, "turn done", (), None)
+        record.outcome = "replied"
+        record.phone = "13912345678"
+        line = JsonFormatter().format(record)
+    finally:
+        request_id.reset(token)
+    data = json.loads(line)
+    assert data["request_id"] == "rid-1" and data["outcome"] == "replied"
+    assert data["msg"] == "turn done" and "13912345678" not in line
