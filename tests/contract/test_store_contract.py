@@ -106,3 +106,9 @@ async def test_update_and_get_by_dedupe_key(store):
 
 async def test_ping(store):
     await store.ping()
+
+
+async def test_embedded_engine_warns_that_data_is_in_memory(caplog):
+    s = await MongoStore.open(None, "warn")
+    await s.close()
+    assert "embedded in-memory MongoDB engine" in caplog.text

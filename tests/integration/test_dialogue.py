@@ -186,6 +186,23 @@ async def test_slow_rasa_answers_success_then_one_customer_service_send(
             break
         await asyncio.sleep(0.05)
     assert log[1]["outcome"] == "sent" and log[1]["delivery"] == "customer_service"
+    metrics = await (await app.client.get("/metrics")).text()
+    assert 'scrm_late_replies_total{channel="wechat"} 1.0' in metrics
+    assert 'scrm_customer_service_sends_total{result="sent"} 1.0' in metrics
+
+
+async def test_rasa_slower_than_its_hard_limit_gets_the_apology_by_customer_service(
+        start_app, namespace, rasa_proxy, wechat_api):
+    app = await start_app(make_settings(namespace, rasa_proxy.url, wechat_api.url,
+                                        app={"budget_seconds": 0.5},
+                                        rasa={"timeout_seconds": 1.0}), port=APP_PORT)
+    rasa_proxy.delay = 2.5
+    f = Follower(token=TOKEN, openid="o_stuck")
+    assert await app.post_wechat(*f.request(f.text("你好"))) == (200, "success")
+    sends = await wechat_api.wait_sends(1, timeout=5)
+    assert "稍后再试" in sends[0].body["text"]["content"]
+    _, log = await interactions(app, "o_stuck")
+    assert log[0]["outcome"] == "rasa_unavailable"
 
 
 async def test_rasa_down_gives_the_apology_within_the_budget(start_app, namespace):
