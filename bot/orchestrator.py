@@ -134,7 +134,7 @@ class Orchestrator:
             state: FollowState = "subscribed" if msg.event == "subscribe" else "unsubscribed"
             await self._store.profiles.set_follow(profile["_id"], state, now)
 
-        replies, outcome = await self._dialogue(msg, profile, lang)
+        replies, outcome, intent, confidence = await self._dialogue(msg, profile, lang)
         latency_ms = (time.monotonic() - received) * 1000
         turn.resolve(replies)
         late = turn.late and bool(replies)
@@ -145,10 +145,6 @@ class Orchestrator:
             if sender is not None:
                 await sender.send_late(msg, replies, keys)
 
-        intent, confidence = (None, None)
-        if outcome in ("replied", "no_reply") and self._used_rasa(msg):
-            # Off the reply path: the follower already has (or is getting) the answer.
-            intent, confidence = await self._rasa.latest_intent(msg.follower)
         delivery = "none" if not replies else ("customer_service" if late else "passive")
         await self._store.interactions.update(inbound["dedupe_key"], {
             "intent": intent, "confidence": confidence, "outcome": outcome,
@@ -172,14 +168,10 @@ class Orchestrator:
             "latency_ms": round(latency_ms, 1), "intent": intent,
         })
 
-    @staticmethod
-    def _used_rasa(msg: InboundMessage) -> bool:
-        return msg.kind in ("text", "voice") or msg.event in ("subscribe", "click")
-
     async def _dialogue(
         self, msg: InboundMessage, profile: Profile, lang: str
-    ) -> tuple[list[Reply], str]:
-        """What to say, and the outcome to record on the inbound interaction."""
+    ) -> tuple[list[Reply], str, str | None, float | None]:
+        """What to say; the outcome, intent and confidence to record on the inbound."""
         text: str | None = None
         if msg.kind == "text" or (msg.kind == "voice" and msg.text):
             text = msg.text
@@ -188,26 +180,26 @@ class Orchestrator:
         elif msg.kind == "event" and msg.event == "click":
             intent = self._menu.get(msg.event_key or "")
             if intent is None:
-                return [self._text("menu_unknown", lang, profile)], "unsupported"
+                return [self._text("menu_unknown", lang, profile)], "unsupported", None, None
             text = f"/{intent}"
         elif msg.kind == "event":
-            return [], "no_reply"  # unsubscribe, scan, view, location: recorded only
+            return [], "no_reply", None, None  # unsubscribe, scan, view, location: recorded only
         elif msg.kind == "unknown":
-            return [self._text("unsupported", lang, profile)], "unsupported"
+            return [self._text("unsupported", lang, profile)], "unsupported", None, None
         else:
-            return [self._text("media_received", lang, profile)], "replied"
+            return [self._text("media_received", lang, profile)], "replied", None, None
         if not text or not text.strip():
-            return [self._text("help", lang, profile)], "replied"
+            return [self._text("help", lang, profile)], "replied", None, None
 
         metadata = {"channel": msg.channel, "profile_id": profile["_id"], "lang": lang}
         try:
-            messages = await self._rasa.send(msg.follower, text, metadata)
+            turn = await self._rasa.send(msg.follower, text, metadata)
         except RasaUnavailable as e:
             self._metrics.rasa_errors.inc()
             log.warning("rasa unavailable", extra={"error": str(e)})
-            return [self._text("apology", lang, profile)], "rasa_unavailable"
-        replies = self._merge([r for m in messages for r in self._convert(m, lang, profile)])
-        return replies, ("replied" if replies else "no_reply")
+            return [self._text("apology", lang, profile)], "rasa_unavailable", None, None
+        replies = self._merge([r for m in turn.messages for r in self._convert(m, lang, profile)])
+        return replies, ("replied" if replies else "no_reply"), turn.intent, turn.confidence
 
     def _convert(self, message: dict[str, Any], lang: str, profile: Profile) -> list[Reply]:
         """One Rasa bot message to replies: templates, text (+buttons), images, news."""

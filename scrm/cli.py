@@ -134,6 +134,8 @@ def cmd_chat(args: argparse.Namespace) -> None:
         line = line.strip()
         if not line:
             continue
+        if not sys.stdin.isatty():
+            print("you>", line)  # piped input: show the conversation as it would look
         if line == ":quit":
             break
         if line == ":follow":
@@ -145,8 +147,6 @@ def cmd_chat(args: argparse.Namespace) -> None:
         elif line == ":image":
             send(follower.xml("image", PicUrl="http://example.invalid/p.jpg", MediaId="m1"))
         else:
-            if not sys.stdin.isatty():
-                print("you>", line)
             send(follower.text(line))
 
 

@@ -112,3 +112,11 @@ async def test_embedded_engine_warns_that_data_is_in_memory(caplog):
     s = await MongoStore.open(None, "warn")
     await s.close()
     assert "embedded in-memory MongoDB engine" in caplog.text
+
+
+async def test_a_reply_in_the_same_millisecond_sorts_after_its_message(store):
+    await store.interactions.add(interaction("p", "in:m:out:1", NOW, "out"))
+    await store.interactions.add(interaction("p", "in:m", NOW, "in"))
+    await store.interactions.add(interaction("p", "in:m:out:0", NOW, "out"))
+    latest = await store.interactions.latest("p", 10)
+    assert [i["dedupe_key"] for i in latest] == ["in:m:out:1", "in:m:out:0", "in:m"]

@@ -34,7 +34,7 @@ class RasaProxy:
 
     async def forward(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if request.path == "/webhooks/rest/webhook":
+        if request.path == "/webhooks/scrm/webhook":
             data = json.loads(body)
             self.turns.append({"sender": data.get("sender"), "message": data.get("message")})
             await asyncio.sleep(self.delay_for.get(str(data.get("message")), self.delay))
