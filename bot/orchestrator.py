@@ -19,12 +19,15 @@ from typing import Any, Protocol
 from bot.messages import Article, InboundMessage, Reply
 from bot.metrics import Metrics
 from bot.rasa import RasaClient, RasaUnavailable
-from bot.templates import TemplateLibrary, TemplateProblem, detect_lang
+from bot.templates import TemplateProblem, TemplateSource, detect_lang
 from store.protocols import Store
 from store.records import FollowState, Identity, Interaction, Profile
 from store.redis_state import FollowerOrder
 
 log = logging.getLogger(__name__)
+
+# Channel events that go to Rasa (and so to the flows), as the intents they become.
+SYSTEM_INTENTS = {"subscribe": "subscribe", "click": "menu", "scan": "scan"}
 
 
 class LateSender(Protocol):
@@ -67,11 +70,10 @@ class Orchestrator:
         self,
         store: Store,
         rasa: RasaClient,
-        templates: TemplateLibrary,
+        templates: TemplateSource,
         order: FollowerOrder,
         metrics: Metrics,
         late_senders: Mapping[str, LateSender],
-        menu: Mapping[str, str],
         default_lang: str = "zh",
         order_wait: float = 30.0,
     ) -> None:
@@ -81,7 +83,6 @@ class Orchestrator:
         self._order = order
         self._metrics = metrics
         self._late = late_senders
-        self._menu = menu
         self._lang = default_lang
         self._order_wait = order_wait
         self._tasks: set[asyncio.Task[None]] = set()
@@ -175,13 +176,9 @@ class Orchestrator:
         text: str | None = None
         if msg.kind == "text" or (msg.kind == "voice" and msg.text):
             text = msg.text
-        elif msg.kind == "event" and msg.event == "subscribe":
-            text = "/subscribe"
-        elif msg.kind == "event" and msg.event == "click":
-            intent = self._menu.get(msg.event_key or "")
-            if intent is None:
-                return [self._text("menu_unknown", lang, profile)], "unsupported", None, None
-            text = f"/{intent}"
+        elif msg.kind == "event" and msg.event in SYSTEM_INTENTS:
+            # Follows, menu taps and QR scans reach the flows as intents Rasa knows.
+            text = f"/{SYSTEM_INTENTS[msg.event]}"
         elif msg.kind == "event":
             return [], "no_reply", None, None  # unsubscribe, scan, view, location: recorded only
         elif msg.kind == "unknown":
@@ -191,7 +188,9 @@ class Orchestrator:
         if not text or not text.strip():
             return [self._text("help", lang, profile)], "replied", None, None
 
-        metadata = {"channel": msg.channel, "profile_id": profile["_id"], "lang": lang}
+        metadata = {"channel": msg.channel, "profile_id": profile["_id"], "lang": lang,
+                    "event": msg.event, "event_key": msg.event_key,
+                    "source": f"in:{msg.channel}:{msg.dedupe_key}"}
         try:
             turn = await self._rasa.send(msg.follower, text, metadata)
         except RasaUnavailable as e:
@@ -246,7 +245,7 @@ class Orchestrator:
 
     def _render_safe(self, name: str, lang: str, context: dict[str, Any]) -> str:
         try:
-            return self._templates.render(name, lang, **context)
+            return self._templates.templates.render(name, lang, **context)
         except TemplateProblem:
             # A broken template must not leave the follower with nothing or a stack trace.
             log.exception("template failed", extra={"template": name})

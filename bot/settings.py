@@ -6,13 +6,16 @@ start-up with something an operator can act on.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot import yamlmarks
 
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 
@@ -43,7 +46,6 @@ class WeChatSettings(_Strict):
     aes_key: str | None = None
     api_base: str = "https://api.weixin.qq.com"
     replay_window_seconds: int = Field(300, ge=1)
-    menu: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("aes_key")
     @classmethod
@@ -85,6 +87,62 @@ class JsonChannelSettings(_Strict):
     header: str = "X-SCRM-Signature"
 
 
+class PointsRule(_Strict):
+    points: int = Field(gt=0)
+    # once: one award per member ever; day: once per calendar day; event: once per source
+    per: Literal["once", "day", "event"] = "event"
+
+
+class Tier(_Strict):
+    name: str
+    min: int = Field(ge=0)  # lifetime points earned (spending never demotes)
+
+
+class Reward(_Strict):
+    name: str
+    cost: int = Field(gt=0)
+    stock: int = Field(ge=0)
+
+
+def _default_rules() -> dict[str, PointsRule]:
+    return {"signup": PointsRule(points=100, per="once"), "checkin": PointsRule(points=5,
+                                                                                 per="day")}
+
+
+def _default_tiers() -> list[Tier]:
+    return [Tier(name="普通", min=0), Tier(name="银卡", min=500), Tier(name="金卡", min=2000)]
+
+
+class PointsSettings(_Strict):
+    timezone: str = "Asia/Shanghai"
+    rules: dict[str, PointsRule] = Field(default_factory=_default_rules)
+    tiers: list[Tier] = Field(default_factory=_default_tiers)
+    rewards: dict[str, Reward] = Field(default_factory=dict)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_ascend(cls, v: list[Tier]) -> list[Tier]:
+        if not v or v[0].min != 0:
+            raise ValueError("the first tier must start at min: 0")
+        if any(b.min <= a.min for a, b in itertools.pairwise(v)):
+            raise ValueError("tier minimums must strictly increase")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class MembersSettings(_Strict):
+    privacy_policy_version: str = "2026-11"
+    nlu_threshold: float = Field(0.55, ge=0, le=1)
+
+
 class Settings(_Strict):
     app: AppSettings = AppSettings()
     wechat: WeChatSettings
@@ -93,6 +151,8 @@ class Settings(_Strict):
     redis: RedisSettings = RedisSettings()
     admin: AdminSettings = AdminSettings()
     json_channel: JsonChannelSettings = JsonChannelSettings()
+    points: PointsSettings = PointsSettings()
+    members: MembersSettings = MembersSettings()
 
 
 
@@ -110,32 +170,6 @@ def _expand(value: str, env: dict[str, str], where: str) -> str | None:
     return None if out == "" and _ENV_REF.fullmatch(value) else out
 
 
-def _to_python(node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int],
-               env: dict[str, str], fname: str) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for k, v in node.value:
-            key = str(k.value)
-            out[key] = _to_python(v, (*path, key), lines, env, fname)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, (*path, str(i)), lines, env, fname) for i, v in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    where = f"{fname}:{lines[path]} {'.'.join(path)}"
-    if node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
-        return _expand(node.value, env, where)
-    return _scalar(node)
-
-
-def _scalar(node: yaml.ScalarNode) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
-
-
 def load_settings(path: str | Path = "config.yml", env: dict[str, str] | None = None) -> Settings:
     """Read, expand and validate config.yml. Raises ConfigError naming file, line and key."""
     path = Path(path)
@@ -144,12 +178,16 @@ def load_settings(path: str | Path = "config.yml", env: dict[str, str] | None = 
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config file ({e.strerror})") from e
+    def on_str(value: str, key: tuple[str, ...], line: int) -> Any:
+        if "${" not in value:
+            return value
+        return _expand(value, env, f"{path}:{line} {'.'.join(key)}")
+
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    lines: dict[tuple[str, ...], int] = {}
-    data = _to_python(node, (), lines, env, str(path)) if node is not None else {}
+        data, lines = yamlmarks.load(text, str(path), on_str)
+    except yamlmarks.YamlProblem as e:
+        raise ConfigError(str(e)) from e
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
@@ -158,15 +196,7 @@ def load_settings(path: str | Path = "config.yml", env: dict[str, str] | None = 
         problems = []
         for err in e.errors():
             loc = tuple(str(p) for p in err["loc"])
-            line = _nearest_line(loc, lines)
+            line = yamlmarks.line_of(loc, lines)
             key = ".".join(loc) or "(top level)"
             problems.append(f"{path}:{line} {key}: {err['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
-
-
-def _nearest_line(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int:
-    # A missing key has no line of its own: point at its parent section.
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return 1

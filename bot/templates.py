@@ -8,7 +8,7 @@ error, never a blank in front of a follower.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from jinja2 import StrictUndefined, TemplateError
@@ -17,6 +17,13 @@ from jinja2.sandbox import SandboxedEnvironment
 
 class TemplateProblem(Exception):
     """A template is missing, malformed or failed to render; the message says which."""
+
+
+class TemplateSource(Protocol):
+    """Where the live templates come from (the flow registry swaps them on reload)."""
+
+    @property
+    def templates(self) -> TemplateLibrary: ...
 
 
 class TemplateLibrary:
@@ -44,6 +51,11 @@ class TemplateLibrary:
                     raise TemplateProblem(f"{path}: template {name!r} needs zh/en texts")
                 texts[name] = {str(k): str(v) for k, v in by_lang.items()}
         return cls(texts, default_lang)
+
+    @property
+    def templates(self) -> TemplateLibrary:
+        """A fixed library is its own source (tests, tools)."""
+        return self
 
     def has(self, name: str) -> bool:
         return any(key[0] == name for key in self._compiled)

@@ -190,6 +190,81 @@ def cmd_profile_show(args: argparse.Namespace) -> None:
         print(f"  {i['ts'][:19]} {arrow} {i['type']:<14} {i['outcome']:<16} {detail:<10} {text}")
 
 
+def _check_settings(args: argparse.Namespace) -> Settings:
+    """config.yml for checking flows: secrets are not needed to read the points rules."""
+    env = dict(os.environ)
+    for name in ("WECHAT_TOKEN", "WECHAT_APP_ID"):
+        env.setdefault(name, "check-only")
+    try:
+        return load_settings(args.config, env)
+    except ConfigError as e:
+        sys.exit(f"scrm: {e}")
+
+
+def _check_flows(args: argparse.Namespace) -> bool:
+    from bot.flows.loader import FlowsInvalid
+    from bot.flows.registry import FlowRegistry
+    from bot.journeys import Journeys
+
+    settings = _check_settings(args)
+    flows_dir = args.dir or settings.app.flows_dir
+    try:
+        registry = FlowRegistry.for_app(flows_dir, Journeys.ACTION_NAMES, settings.points.rules,
+                                        settings.app.default_lang)
+    except FlowsInvalid as e:
+        for err in e.errors:
+            print(err)
+        print(f"{len(e.errors)} problem(s); nothing was changed.")
+        return False
+    current = registry.current
+    print(f"ok: {len(current.flows)} flows, {len(current.slots)} slots, version "
+          f"{current.version}")
+    return True
+
+
+def cmd_flows_check(args: argparse.Namespace) -> None:
+    sys.exit(0 if _check_flows(args) else 1)
+
+
+def cmd_flows_reload(args: argparse.Namespace) -> None:
+    """Check, retrain only if the NLU data changed, then swap the flows in the server."""
+    from scrm import rasa_proc
+
+    if not _check_flows(args):
+        sys.exit(1)
+    settings = _settings(args)
+    model = rasa_proc.train(Path(args.root).resolve())
+    rasa_url = settings.rasa.url.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{rasa_url}/status", timeout=10) as resp:  # noqa: S310
+            loaded = json.loads(resp.read()).get("model_file", "")
+        if Path(loaded).name != model.name:
+            print(f"NLU data changed: loading {model.name} into Rasa ...")
+            req = urllib.request.Request(  # noqa: S310 - the operator's own Rasa
+                f"{rasa_url}/model", data=json.dumps({"model_file": str(model)}).encode(),
+                method="PUT", headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=300).close()  # noqa: S310
+        else:
+            print("NLU data unchanged: no retraining, the running model stays.")
+    except urllib.error.URLError as e:
+        sys.exit(f"scrm: cannot reach Rasa at {rasa_url}: {e}")
+    url = args.url or f"http://127.0.0.1:{settings.app.port}"
+    req = urllib.request.Request(f"{url}/admin/api/flows/reload", data=b"", method="POST",  # noqa: S310
+                                 headers={"Authorization": f"Bearer {settings.admin.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        data = json.loads(e.read() or b"{}")
+        for err in data.get("errors", []):
+            print(err)
+        sys.exit(f"scrm: the server refused the flows (HTTP {e.code}); it keeps version "
+                 f"{data.get('version')}")
+    except urllib.error.URLError as e:
+        sys.exit(f"scrm: cannot reach {url}: {e.reason}")
+    print(f"reloaded: version {data['previous']} -> {data['version']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     # Dev secrets written by `make run`; variables already set win over the file.
     load_dotenv(os.environ.get("SCRM_ENV_FILE", Path.cwd() / ".env"))
@@ -224,6 +299,16 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--json", action="store_true")
     show.add_argument("--url", default=None)
     show.set_defaults(func=cmd_profile_show)
+
+    flows = sub.add_parser("flows", help="check and reload the flows in flows/")
+    fsub = flows.add_subparsers(dest="fcmd", required=True)
+    check = fsub.add_parser("check", help="validate every flow file; exit 1 on problems")
+    check.add_argument("--dir", default=None)
+    check.set_defaults(func=cmd_flows_check)
+    reload_ = fsub.add_parser("reload", help="check, retrain if NLU changed, swap in server")
+    reload_.add_argument("--dir", default=None)
+    reload_.add_argument("--url", default=None)
+    reload_.set_defaults(func=cmd_flows_reload)
 
     args = parser.parse_args(argv)
     args.func(args)

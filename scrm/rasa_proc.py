@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 RASA_ENV = {
     "RASA_TELEMETRY_ENABLED": "false",  # telemetry would try to reach the internet
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -42,16 +44,53 @@ def rasa_venv(root: Path) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+# Intents the app sends for channel events ("/subscribe"); they have no training examples.
+SYSTEM_INTENTS = ("subscribe", "menu", "scan")
+GENERATOR = "2"  # bump when the generated domain/rules change shape
+
+
 def data_hash(root: Path) -> str:
-    """Hash of everything a model is trained from: nlu/, flows/ and the Rasa lock."""
-    h = hashlib.sha256()
-    files = [*sorted((root / "nlu").rglob("*")), *sorted((root / "flows").rglob("*.yml")),
-             root / "requirements" / "rasa-lock.txt"]
+    """Hash of everything a model is trained from: nlu/, the Rasa lock, the generator.
+
+    flows/ is not part of it: flows are interpreted by the app, so editing one needs no
+    new model; only NLU data does.
+    """
+    h = hashlib.sha256(GENERATOR.encode())
+    files = [*sorted((root / "nlu").rglob("*")), root / "requirements" / "rasa-lock.txt"]
     for f in files:
         if f.is_file():
             h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def intents(root: Path) -> list[str]:
+    """Every intent with training examples in nlu/data, in file order."""
+    found: list[str] = []
+    for path in sorted((root / "nlu" / "data").glob("*.yml")):
+        for item in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("nlu", []):
+            name = item.get("intent")
+            if name and name not in found:
+                found.append(name)
+    return found
+
+
+def write_domain(root: Path, work: Path) -> None:
+    """The domain and rules: every intent (and nlu_fallback) goes to action_flow.
+
+    Generated, not written by hand, so a new intent in nlu/data is routed the moment it
+    is trained, and the dialogue itself lives in flows/.
+    """
+    names = [*intents(root), *SYSTEM_INTENTS]
+    domain = {"version": "3.1", "intents": names, "actions": ["action_flow"],
+              "session_config": {"session_expiration_time": 60,
+                                 "carry_over_slots_to_new_session": True}}
+    rules = {"version": "3.1", "rules": [
+        {"rule": f"{name} goes to the flows", "steps": [{"intent": name},
+                                                         {"action": "action_flow"}]}
+        for name in [*names, "nlu_fallback"]]}
+    (work / "domain.yml").write_text(yaml.safe_dump(domain, allow_unicode=True))
+    (work / "rules.yml").write_text(yaml.safe_dump(rules, allow_unicode=True))
 
 
 def train(root: Path, quiet: bool = False) -> Path:
@@ -65,9 +104,11 @@ def train(root: Path, quiet: bool = False) -> Path:
         print(f"training the Rasa model ({model.name}) ...", file=sys.stderr)
         started = time.monotonic()
         # cwd is a scratch dir: Rasa writes its .rasa/ cache there, not into the checkout.
+        write_domain(root, Path(work))
         subprocess.run(  # noqa: S603
             [str(venv / "bin" / "rasa"), "train", "--config", str(root / "nlu" / "config.yml"),
-             "--domain", str(root / "nlu" / "domain.yml"), "--data", str(root / "nlu" / "data"),
+             "--domain", str(Path(work) / "domain.yml"),
+             "--data", str(root / "nlu" / "data"), str(Path(work) / "rules.yml"),
              "--out", work, "--fixed-model-name", "model"],
             check=True, cwd=work, env={**os.environ, **RASA_ENV},
             stdout=subprocess.DEVNULL if quiet else sys.stderr,

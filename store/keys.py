@@ -46,6 +46,10 @@ class Keys:
         """Marks an outbound push as attempted, so a re-run job never sends it twice."""
         return self._k("sent", key)
 
+    def flow_state(self, profile_id: str) -> str:
+        """The member's journey in progress (flow stack and collected slots)."""
+        return self._k("flow", profile_id)
+
     @property
     def queue(self) -> str:
         """The arq job queue shared by every app process."""

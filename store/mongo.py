@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, cast
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from store.ledger import MongoLedger
 from store.records import FollowState, Identity, Interaction, Profile, identity_key
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,29 @@ class MongoProfiles:
     async def count_outbound(self, profile_id: str, n: int) -> None:
         await self._col.update_one({"_id": profile_id}, {"$inc": {"counters.outbound": n}})
 
+    async def update(self, profile_id: str, set_paths: dict[str, Any],
+                     unset_paths: list[str] | None = None) -> None:
+        update: dict[str, Any] = {}
+        if set_paths:
+            update["$set"] = set_paths
+        if unset_paths:
+            update["$unset"] = {p: "" for p in unset_paths}
+        if update:
+            await self._col.update_one({"_id": profile_id}, update)
+
+    async def update_tags(self, profile_id: str, add: list[str], remove: list[str]) -> None:
+        # Two updates: MongoDB refuses $addToSet and $pull on one field in one update.
+        stale = [t for t in remove if t not in add]
+        if stale:
+            await self._col.update_one({"_id": profile_id}, {"$pull": {"tags": {"$in": stale}}})
+        if add:
+            await self._col.update_one({"_id": profile_id},
+                                       {"$addToSet": {"tags": {"$each": add}}})
+
+    async def members(self) -> AsyncIterator[Profile]:
+        async for doc in self._col.find({"member.id": {"$exists": True}}):
+            yield cast(Profile, doc)
+
     async def set_fields(self, profile_id: str, fields: dict[str, Any]) -> None:
         await self._col.update_one(
             {"_id": profile_id}, {"$set": {f"fields.{k}": v for k, v in fields.items()}}
@@ -124,6 +149,7 @@ class MongoStore:
         self.embedded = embedded
         self.profiles = MongoProfiles(self._db)
         self.interactions = MongoInteractions(self._db)
+        self.ledger = MongoLedger(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str) -> MongoStore:
@@ -139,6 +165,7 @@ class MongoStore:
             store = cls(AsyncMongoMockClient(tz_aware=True), database, embedded=True)
         await store.profiles.ensure_indexes()
         await store.interactions.ensure_indexes()
+        await store.ledger.ensure_indexes()
         return store
 
     async def ping(self) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Protocol
 
+from store.ledger import Award, Mismatch, Redemption, Spend
 from store.records import FollowState, Identity, Interaction, Profile
 
 
@@ -24,6 +26,17 @@ class ProfileRepo(Protocol):
 
     async def set_fields(self, profile_id: str, fields: dict[str, Any]) -> None: ...
 
+    async def update(self, profile_id: str, set_paths: dict[str, Any],
+                     unset_paths: list[str] | None = None) -> None:
+        """$set (and $unset) dotted paths, e.g. {"member.tier": "银卡"}."""
+        ...
+
+    async def update_tags(self, profile_id: str, add: list[str], remove: list[str]) -> None: ...
+
+    def members(self) -> AsyncIterator[Profile]:
+        """Every profile that completed sign-up (has a member id)."""
+        ...
+
 
 class InteractionRepo(Protocol):
     async def add(self, doc: Interaction) -> bool:
@@ -39,12 +52,38 @@ class InteractionRepo(Protocol):
     async def count(self, profile_id: str | None = None) -> int: ...
 
 
+class LedgerRepo(Protocol):
+    async def award(self, profile_id: str, key: str, points: int, reason: str,
+                    source: str | None = None, *, now: datetime) -> Award: ...
+
+    async def spend(self, profile_id: str, key: str, points: int, reason: str,
+                    source: str | None = None, *, now: datetime) -> Spend: ...
+
+    async def redeem(self, profile_id: str, item: str, key: str, *, now: datetime
+                     ) -> Redemption: ...
+
+    async def set_reward(self, item: str, name: str, cost: int, stock: int) -> None: ...
+
+    async def reward(self, item: str) -> dict[str, Any] | None: ...
+
+    async def entries(self, profile_id: str, limit: int) -> list[dict[str, Any]]: ...
+
+    async def balance(self, profile_id: str) -> tuple[int, int]: ...
+
+    async def check(self) -> list[Mismatch]: ...
+
+    async def repair(self) -> int: ...
+
+
 class Store(Protocol):
     @property
     def profiles(self) -> ProfileRepo: ...
 
     @property
     def interactions(self) -> InteractionRepo: ...
+
+    @property
+    def ledger(self) -> LedgerRepo: ...
 
     @property
     def embedded(self) -> bool:

@@ -36,6 +36,8 @@ class Profile(TypedDict):
     tags: list[str]
     fields: dict[str, Any]
     lang: NotRequired[str]
+    member: NotRequired[dict[str, Any]]  # id, since, tier, stage: set at sign-up
+    consents: NotRequired[dict[str, Any]]  # privacy / sensitive: accepted, version, at
 
 
 class Interaction(TypedDict):

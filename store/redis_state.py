@@ -7,6 +7,7 @@ processes (a retry landing on another process, two messages of one follower) liv
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable
 from typing import Any, cast
@@ -113,6 +114,26 @@ class TokenCache:
 
     def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0) -> Lock:
         return self._r.lock(self._k.token_lock(name), timeout=timeout, blocking_timeout=wait)
+
+
+class FlowStates:
+    """Each member's journey in progress, as JSON, forgotten after `ttl` of silence."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int = 7 * 86400) -> None:
+        self._r = redis
+        self._k = keys
+        self._ttl = ttl_seconds
+
+    async def get(self, profile_id: str) -> dict[str, Any] | None:
+        raw = await self._r.get(self._k.flow_state(profile_id))
+        return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+    async def set(self, profile_id: str, state: dict[str, Any]) -> None:
+        await self._r.set(self._k.flow_state(profile_id), json.dumps(state, ensure_ascii=False),
+                          ex=self._ttl)
+
+    async def clear(self, profile_id: str) -> None:
+        await self._r.delete(self._k.flow_state(profile_id))
 
 
 class SendMarks:

@@ -18,7 +18,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundException
 
-from bot.logs import request_id
+from bot.flows.loader import FlowsInvalid
+from bot.logs import mask_phones, request_id
 from bot.settings import Settings
 from store.protocols import Store
 from webhooks.services import Services, open_services
@@ -152,6 +153,8 @@ def _jsonable(doc: Any) -> Any:
         return [_jsonable(v) for v in doc]
     if hasattr(doc, "isoformat"):
         return doc.isoformat()
+    if isinstance(doc, str):
+        return mask_phones(doc)  # mobile numbers are never shown whole
     return doc
 
 
@@ -179,6 +182,29 @@ async def admin_profile(request: web.Request) -> web.Response:
     return web.json_response(_jsonable({"profile": profile, "interactions": interactions}))
 
 
+async def admin_flows(request: web.Request) -> web.Response:
+    """The live flows: version, and each flow's description and triggers."""
+    current = request.app[SERVICES].flows.current
+    return web.json_response({"version": current.version, "flows": [
+        {"id": f.id, "description": f.description, "file": f.file,
+         "triggers": {"intents": f.triggers.intents, "keywords": f.triggers.keywords,
+                      "menu": f.triggers.menu, "events": f.triggers.events}}
+        for f in current.flows.values()]})
+
+
+async def admin_flows_reload(request: web.Request) -> web.Response:
+    """Check flows/ again and swap it in; a broken file leaves the running version."""
+    registry = request.app[SERVICES].flows
+    before = registry.current.version
+    try:
+        current = registry.reload()
+    except FlowsInvalid as e:
+        return web.json_response({"ok": False, "version": before,
+                                  "errors": [str(x) for x in e.errors]}, status=422)
+    return web.json_response({"ok": True, "version": current.version, "previous": before,
+                              "flows": sorted(current.flows)})
+
+
 def create_app(settings: Settings, store: Store | None = None, run_worker: bool = True
                ) -> web.Application:
     """The web application; `store` lets tests and benchmarks share one embedded store."""
@@ -197,4 +223,6 @@ def create_app(settings: Settings, store: Store | None = None, run_worker: bool 
     app.router.add_post("/rasa/webhook", rasa_actions)
     app.router.add_get("/admin/api/profiles", admin_profile)
     app.router.add_get("/admin/api/profiles/{profile_id}", admin_profile)
+    app.router.add_get("/admin/api/flows", admin_flows)
+    app.router.add_post("/admin/api/flows/reload", admin_flows_reload)
     return app

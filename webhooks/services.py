@@ -7,24 +7,29 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.cron import cron
 from arq.worker import Worker
 from rasa_sdk.executor import ActionExecutor
 from redis.asyncio import Redis
 
 from bot.actions import register_actions
+from bot.flows.engine import FlowEngine, TurnInput
+from bot.flows.registry import FlowRegistry
+from bot.journeys import Journeys
 from bot.metrics import Metrics
 from bot.orchestrator import LateSender, Orchestrator
+from bot.points import Points
 from bot.rasa import RasaClient
 from bot.settings import Settings
-from bot.templates import TemplateLibrary
 from store.keys import Keys
 from store.mongo import MongoStore
 from store.protocols import Store
-from store.redis_state import Dedupe, FollowerOrder, SendMarks, TokenCache
+from store.redis_state import Dedupe, FlowStates, FollowerOrder, SendMarks, TokenCache
 
 if TYPE_CHECKING:
     from webhooks.channels import Channel
@@ -40,7 +45,9 @@ class Services:
     keys: Keys
     session: aiohttp.ClientSession
     rasa: RasaClient
-    templates: TemplateLibrary
+    flows: FlowRegistry
+    points: Points
+    journeys: Journeys
     metrics: Metrics
     dedupe: Dedupe
     order: FollowerOrder
@@ -53,6 +60,29 @@ class Services:
     job_ctx: dict[str, Any] = field(default_factory=dict)
     job_functions: list[Callable[..., Any]] = field(default_factory=list)
     channels: dict[str, Channel] = field(default_factory=dict)
+
+
+class _Awarder:
+    """The engine's award step, on the points service."""
+
+    def __init__(self, points: Points) -> None:
+        self._points = points
+
+    async def award(self, profile_id: str, rule: str, turn: TurnInput) -> dict[str, Any]:
+        return await self._points.award(profile_id, rule, turn.now, turn.source)
+
+
+async def refresh_life_stages(ctx: dict[str, Any]) -> int:
+    """Daily job: recompute every member's life-stage tags from their dates."""
+    journeys: Journeys = ctx["journeys"]
+    points: Points = ctx["points"]
+    store: Store = ctx["store"]
+    today = points.today(datetime.now(UTC))
+    count = 0
+    async for profile in store.profiles.members():
+        await journeys.refresh_stage(profile, today)
+        count += 1
+    return count
 
 
 @contextlib.asynccontextmanager
@@ -72,25 +102,33 @@ async def open_services(
     arq_settings = RedisSettings.from_dsn(settings.redis.url)
     pool = await create_pool(arq_settings, default_queue_name=keys.queue)
     metrics = Metrics()
-    templates = TemplateLibrary.from_dir(settings.app.flows_dir, settings.app.default_lang)
+    points = Points(store, settings.points)
+    await points.load_rewards()
+    journeys = Journeys(store, points, settings.members)
+    flows = FlowRegistry.for_app(settings.app.flows_dir, journeys.actions(),
+                                 settings.points.rules, settings.app.default_lang)
+    engine = FlowEngine(flows, FlowStates(redis, keys), journeys.actions(),
+                        awarder=_Awarder(points), tagger=store.profiles,
+                        fallback_threshold=settings.members.nlu_threshold)
     rasa = RasaClient(session, settings.rasa.url, settings.rasa.timeout_seconds)
     order = FollowerOrder(redis, keys)
     late_senders: dict[str, LateSender] = {}
     orchestrator = Orchestrator(
-        store=store, rasa=rasa, templates=templates, order=order, metrics=metrics,
-        late_senders=late_senders, menu=settings.wechat.menu,
+        store=store, rasa=rasa, templates=flows, order=order, metrics=metrics,
+        late_senders=late_senders,
         default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
     )
     executor = ActionExecutor()
-    register_actions(executor, store, templates)
+    register_actions(executor, engine, points)
     services = Services(
         settings=settings, store=store, redis=redis, keys=keys, session=session, rasa=rasa,
-        templates=templates, metrics=metrics,
+        flows=flows, points=points, journeys=journeys, metrics=metrics,
         dedupe=Dedupe(redis, keys, settings.app.dedupe_ttl_seconds), order=order,
         tokens=TokenCache(redis, keys), marks=SendMarks(redis, keys), arq=pool,
         orchestrator=orchestrator, executor=executor, late_senders=late_senders,
     )
-    services.job_ctx.update(store=store, metrics=metrics, send_marks=services.marks)
+    services.job_ctx.update(store=store, metrics=metrics, send_marks=services.marks,
+                            journeys=journeys, points=points)
     from webhooks.channels import REGISTRY, load_builtin_channels
 
     load_builtin_channels()
@@ -110,8 +148,10 @@ async def open_services(
         # The job worker runs inside every app process, so several processes share the work.
         worker = Worker(
             functions=services.job_functions, queue_name=keys.queue,
+            cron_jobs=[cron(refresh_life_stages, hour={16}, minute={5}, unique=True,
+                            job_id=f"{keys.queue}:cron:life-stages")],  # 00:05 in Shanghai
             redis_settings=arq_settings, handle_signals=False, ctx=services.job_ctx,
-            poll_delay=0.05, max_tries=8, keep_result=3600, log_results=False,
+            poll_delay=0.05, max_tries=8, keep_result=3600, log_results=False, timezone=UTC,
         )
         worker_task = asyncio.create_task(worker.async_run())
     try:

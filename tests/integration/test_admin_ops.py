@@ -89,11 +89,11 @@ async def test_info_logs_carry_no_message_text_or_phone(app, caplog):
 async def test_action_endpoint_requires_the_shared_token_when_set(start_app, namespace):
     app = await start_app(make_settings(namespace, closed_port_url(),
                                         rasa={"action_token": "tok-1"}))
-    call = {"next_action": "action_whoami", "tracker": {
+    call = {"next_action": "action_flow", "tracker": {
         "sender_id": "x", "slots": {}, "latest_message": {"metadata": {}}, "events": []},
         "domain": {}, "version": "3.6.21"}
     assert (await app.client.post("/rasa/webhook", json=call)).status == 403
     assert (await app.client.post("/rasa/webhook?token=nope", json=call)).status == 403
     ok = await app.client.post("/rasa/webhook?token=tok-1", json=call)
     assert ok.status == 200
-    assert (await ok.json())["responses"][0]["custom"] == {"template": "whoami_unknown"}
+    assert (await ok.json())["responses"][0]["custom"] == {"template": "fallback"}

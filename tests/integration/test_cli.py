@@ -54,12 +54,13 @@ def test_up_chat_profile_and_stop(rasa_server):
         ready = wait_line(proc, "ready", 240)
         assert f"http://127.0.0.1:{port}/wechat" in ready and str(rasa_port) in ready
         chat = run_scrm("chat", "--url", f"http://127.0.0.1:{port}", "--openid", "o_cli",
-                        env=env, input_text=":follow\n你好\n我的资料\nhello\n:quit\n")
+                        env=env, input_text=":follow\n算了\n你好\n我的资料\nhello\n:quit\n")
         assert chat.returncode == 0, chat.stderr
         out = chat.stdout
-        assert "欢迎加入姐妹社区" in out and "姐妹社区的小助手" in out
-        # follow in/out, 你好 in/out, this inbound: the action read the app's store.
-        assert "共 5 条消息记录" in out
+        assert "欢迎加入姐妹社区" in out and "隐私政策" in out  # a follow starts sign-up
+        assert "已取消" in out and "姐妹社区的小助手" in out
+        # follow, 算了, 你好 (in and out each) and this inbound: the action read the store.
+        assert "共 7 条消息记录" in out
         assert "sister-community assistant" in out
         show = run_scrm("profile", "show", "o_cli", "--url", f"http://127.0.0.1:{port}",
                         env=env)
@@ -69,8 +70,8 @@ def test_up_chat_profile_and_stop(rasa_server):
         as_json = run_scrm("profile", "show", "o_cli", "--json", "--url",
                            f"http://127.0.0.1:{port}", env=env)
         data = json.loads(as_json.stdout)
-        assert data["profile"]["counters"] == {"inbound": 4, "outbound": 4}
-        assert len(data["interactions"]) == 8
+        assert data["profile"]["counters"] == {"inbound": 5, "outbound": 5}
+        assert len(data["interactions"]) == 10
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import JSON_SECRET, make_settings
+from tests.conftest import APP_PORT, JSON_SECRET, make_settings
 
 pytestmark = pytest.mark.rasa
 
@@ -21,7 +21,7 @@ def signed(body: dict | str, secret: str = JSON_SECRET) -> tuple[bytes, dict[str
 
 @pytest.fixture
 async def app(start_app, namespace, rasa_proxy):
-    return await start_app(make_settings(namespace, rasa_proxy.url))
+    return await start_app(make_settings(namespace, rasa_proxy.url), port=APP_PORT)
 
 
 async def test_signed_message_gets_replies_and_is_recorded(app, rasa_proxy):

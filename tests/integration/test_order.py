@@ -8,7 +8,7 @@ import pytest
 
 from scrm.follower import Follower
 from store.mongo import MongoStore
-from tests.conftest import TOKEN, make_settings
+from tests.conftest import APP_PORT, TOKEN, make_settings
 
 pytestmark = pytest.mark.rasa
 
@@ -17,7 +17,9 @@ pytestmark = pytest.mark.rasa
 async def two_apps(start_app, namespace, rasa_proxy):
     store = await MongoStore.open(None, "order")  # both instances write to one database
     settings = make_settings(namespace, rasa_proxy.url)
-    return await start_app(settings, store=store), await start_app(settings, store=store)
+    # Rasa calls its actions on the first; both share the store and Redis.
+    return (await start_app(settings, store=store, port=APP_PORT),
+            await start_app(settings, store=store))
 
 
 async def test_one_followers_messages_are_handled_in_arrival_order_across_instances(

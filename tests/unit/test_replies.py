@@ -18,7 +18,7 @@ def orchestrator() -> Orchestrator:
                                   "en": "hi {{ profile.nickname }}{{ suffix }}"},
                            "apology": {"zh": "抱歉", "en": "sorry"}})
     return Orchestrator(store=None, rasa=None, templates=lib, order=None,  # type: ignore[arg-type]
-                        metrics=Metrics(), late_senders={}, menu={})
+                        metrics=Metrics(), late_senders={})
 
 
 def convert(message: dict, lang: str = "zh") -> list[Reply]:

@@ -1,0 +1,245 @@
+"""The flow engine: one member turn in, the templates to say out.
+
+State per member is a stack of frames {flow, step, slots} in Redis: the top frame may be
+waiting for an answer (a `collect` step). A flow marked `interrupts` can run on top of a
+waiting one (a points question in the middle of sign-up), after which the waiting question
+is asked again. Cancel words or the `cancel` intent stop a cancellable flow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from jinja2.sandbox import SandboxedEnvironment
+
+from bot.flows.model import END, Flow, FlowSet, Step
+from bot.validators import Invalid, get_validator
+from store.redis_state import FlowStates
+
+log = logging.getLogger(__name__)
+
+CANCEL_WORDS = {"算了", "取消", "不要了", "不注册了", "退出", "cancel", "stop", "quit"}
+MAX_STEPS = 100  # a loop in a flow must not hang a turn
+
+
+@dataclass(frozen=True)
+class Say:
+    template: str
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TurnInput:
+    profile_id: str
+    text: str
+    intent: str | None
+    confidence: float | None
+    now: datetime
+    today: date  # in the brand's time zone (Asia/Shanghai)
+    event: str | None = None  # subscribe, click, scan ...
+    event_key: str | None = None  # menu key or QR scene
+    source: str | None = None  # the inbound interaction's key, for ledger entries
+
+
+@dataclass
+class StepContext:
+    """What a step action sees and may change."""
+
+    turn: TurnInput
+    slots: dict[str, Any]
+    vars: dict[str, Any]
+
+
+StepAction = Callable[[StepContext], Awaitable[list[Say]]]
+
+
+class FlowSource(Protocol):
+    @property
+    def current(self) -> FlowSet: ...
+
+
+class Awarder(Protocol):
+    async def award(self, profile_id: str, rule: str, turn: TurnInput) -> dict[str, Any]: ...
+
+
+class Tagger(Protocol):
+    async def update_tags(self, profile_id: str, add: list[str], remove: list[str]) -> None: ...
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class FlowEngine:
+    def __init__(self, flows: FlowSource, states: FlowStates, actions: Mapping[str, StepAction],
+                 awarder: Awarder, tagger: Tagger, fallback_threshold: float = 0.55) -> None:
+        self._flows = flows
+        self._states = states
+        self._actions = actions
+        self._awarder = awarder
+        self._tagger = tagger
+        self._threshold = fallback_threshold
+        self._env = SandboxedEnvironment()
+
+    async def turn(self, inp: TurnInput) -> list[Say]:
+        fs = self._flows.current  # one version for the whole turn, even if reloaded meanwhile
+        state = await self._states.get(inp.profile_id) or {}
+        stack: list[dict[str, Any]] = [f for f in state.get("stack", [])
+                                       if f.get("flow") in fs.flows]
+        out: list[Say] = []
+        trigger = self._trigger(fs, inp)
+        if stack and inp.event:
+            # A tap or an event is never an answer: it starts its flow, or re-asks.
+            if trigger:
+                stack.append({"flow": trigger, "step": None, "slots": {}})
+                await self._run(fs, stack, out, inp)
+            else:
+                await self._resume(fs, stack, out)
+        elif stack:
+            top = fs.flows[stack[-1]["flow"]]
+            if self._is_cancel(inp) and top.cancellable:
+                stack.pop()
+                out.append(Say("flow_cancelled"))
+                await self._resume(fs, stack, out)
+            elif trigger and trigger != top.id and fs.flows[trigger].interrupts:
+                stack.append({"flow": trigger, "step": None, "slots": {}})
+                await self._run(fs, stack, out, inp)
+            else:
+                await self._answer(fs, stack, out, inp)
+        elif trigger:
+            stack.append({"flow": trigger, "step": None, "slots": {}})
+            await self._run(fs, stack, out, inp)
+        elif inp.event == "click":
+            out.append(Say("menu_unknown"))
+        elif not inp.event:  # other events without a flow (scan, ...) are only recorded
+            out.append(Say("fallback"))
+        if stack:
+            await self._states.set(inp.profile_id, {"stack": stack, "version": fs.version})
+        elif state:
+            await self._states.clear(inp.profile_id)
+        return out
+
+    # -- choosing -----------------------------------------------------------------------
+    def _trigger(self, fs: FlowSet, inp: TurnInput) -> str | None:
+        if inp.event == "click":
+            return fs.by_menu.get(inp.event_key or "")
+        if inp.event:
+            return fs.by_event.get(inp.event)
+        text = inp.text.casefold()
+        for keyword in sorted(fs.by_keyword, key=len, reverse=True):
+            if keyword and keyword in text:
+                return fs.by_keyword[keyword]
+        if inp.intent and inp.intent != "nlu_fallback" and (
+                inp.confidence is None or inp.confidence >= self._threshold):
+            return fs.by_intent.get(inp.intent)
+        return None
+
+    @staticmethod
+    def _is_cancel(inp: TurnInput) -> bool:
+        return inp.intent == "cancel" or inp.text.strip().casefold() in CANCEL_WORDS
+
+    # -- running ------------------------------------------------------------------------
+    async def _answer(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
+                      inp: TurnInput) -> None:
+        frame = stack[-1]
+        flow = fs.flows[frame["flow"]]
+        try:
+            step = flow.steps[flow.index(frame["step"])]
+        except (KeyError, TypeError):
+            # The flow changed under this member (reload): start it again, cleanly.
+            frame.update(step=None, slots={})
+            await self._run(fs, stack, out, inp)
+            return
+        slot = fs.slots[str(step.arg)]
+        result = get_validator(slot.validator)(inp.text, inp.today)
+        if isinstance(result, Invalid):
+            template = step.reask or slot.reask or step.ask or slot.ask or "fallback"
+            out.append(Say(template, {"reason": result.reason, "slots": frame["slots"]}))
+            return
+        frame["slots"][slot.name] = _jsonable(result.value)
+        frame["step"] = self._next(fs, flow, flow.index(step.id), frame["slots"], {})
+        await self._run(fs, stack, out, inp)
+
+    async def _run(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
+                   inp: TurnInput) -> None:
+        """Run the top frame from its current step until it waits for an answer or ends."""
+        frame = stack[-1]
+        flow = fs.flows[frame["flow"]]
+        variables: dict[str, Any] = {}
+        position: str | None = frame["step"] if frame["step"] else flow.steps[0].id
+        for _ in range(MAX_STEPS):
+            if position == END:
+                stack.pop()
+                await self._resume(fs, stack, out)
+                return
+            assert position is not None
+            index = flow.index(position)
+            step = flow.steps[index]
+            if step.kind == "collect":
+                frame["step"] = step.id
+                slot = fs.slots[str(step.arg)]
+                out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
+                return
+            if step.kind == "link":
+                stack[-1] = {"flow": str(step.arg), "step": None, "slots": {}}
+                await self._run(fs, stack, out, inp)
+                return
+            await self._do(step, frame, variables, out, inp)
+            position = self._next(fs, flow, index, frame["slots"], variables)
+        log.error("flow ran too many steps", extra={"flow": flow.id})
+        stack.pop()
+
+    async def _do(self, step: Step, frame: dict[str, Any], variables: dict[str, Any],
+                  out: list[Say], inp: TurnInput) -> None:
+        slots = frame["slots"]
+        if step.kind == "say":
+            out.append(Say(str(step.arg), _jsonable({**variables, "slots": slots})))
+        elif step.kind == "set":
+            slots.update(_jsonable(dict(step.arg)))
+        elif step.kind == "tag":
+            await self._tagger.update_tags(inp.profile_id, list(step.arg.get("add", [])),
+                                           list(step.arg.get("remove", [])))
+        elif step.kind == "award":
+            variables["award"] = await self._awarder.award(inp.profile_id, str(step.arg), inp)
+        elif step.kind == "action":
+            ctx = StepContext(turn=inp, slots=slots, vars=variables)
+            out.extend(await self._actions[str(step.arg)](ctx))
+
+    async def _resume(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say]) -> None:
+        """After an interruption or a cancel, ask the waiting flow's question again."""
+        if not stack:
+            return
+        frame = stack[-1]
+        flow = fs.flows[frame["flow"]]
+        try:
+            step = flow.steps[flow.index(frame["step"])]
+        except (KeyError, TypeError):
+            stack.pop()
+            return
+        slot = fs.slots[str(step.arg)]
+        out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
+
+    def _next(self, fs: FlowSet, flow: Flow, index: int, slots: dict[str, Any],
+              variables: dict[str, Any]) -> str:
+        step = flow.steps[index]
+        for branch in step.branches:
+            if branch.condition is None or self._true(branch.condition, slots, variables):
+                return branch.target
+        return flow.steps[index + 1].id if index + 1 < len(flow.steps) else END
+
+    def _true(self, expr: str, slots: dict[str, Any], variables: dict[str, Any]) -> bool:
+        try:
+            return bool(self._env.compile_expression(expr)(slots=slots, **variables))
+        except Exception:
+            log.exception("flow condition failed", extra={"condition": expr})
+            return False

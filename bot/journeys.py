@@ -1,0 +1,128 @@
+"""Step actions the flows call by name (`action: complete_signup`), and life-stage upkeep.
+
+Each action reads the member's collected slots and profile, writes the profile, and returns
+what to say. Sensitive data (mobile, pregnancy and baby dates) is written only with the
+matching consent, and the consent itself is recorded with the policy version and time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from bot.flows.engine import Say, StepAction, StepContext
+from bot.lifestage import is_stage_tag, stage_summary
+from bot.points import Points
+from bot.settings import MembersSettings
+from store.protocols import Store
+from store.records import Profile
+
+
+def _date(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+class Journeys:
+    ACTION_NAMES = ("profile_summary", "complete_signup", "points_summary", "redeem")
+
+    def __init__(self, store: Store, points: Points, members: MembersSettings) -> None:
+        self._store = store
+        self._points = points
+        self._members = members
+
+    def actions(self) -> Mapping[str, StepAction]:
+        return {name: getattr(self, name) for name in self.ACTION_NAMES}
+
+    async def _profile(self, ctx: StepContext) -> Profile:
+        profile = await self._store.profiles.get(ctx.turn.profile_id)
+        if profile is None:  # the orchestrator creates it before Rasa runs
+            raise LookupError(ctx.turn.profile_id)
+        return profile
+
+    async def profile_summary(self, ctx: StepContext) -> list[Say]:
+        profile = await self._profile(ctx)
+        ctx.vars["summary"] = {
+            "first_seen": profile["first_seen"].date().isoformat(),
+            "messages": await self._store.interactions.count(profile["_id"]),
+            "tags": list(profile.get("tags", [])),
+            "member": dict(profile.get("member") or {}),
+        }
+        return []
+
+    async def complete_signup(self, ctx: StepContext) -> list[Say]:
+        """Write the sign-up slots to the profile; make the member; refresh life stage."""
+        profile = await self._profile(ctx)
+        s, now = ctx.slots, ctx.turn.now
+        version = self._members.privacy_policy_version
+        sensitive = bool(s.get("consent_sensitive"))
+        city = s.get("city") or {}
+        member = dict(profile.get("member") or {})
+        first_time = "id" not in member
+        updates: dict[str, Any] = {
+            "consents.privacy": {"accepted": bool(s.get("consent_privacy")),
+                                 "version": version, "at": now},
+            "consents.sensitive": {"accepted": sensitive, "version": version, "at": now},
+            "fields.nickname": s.get("nickname"),
+            "fields.mobile": s.get("mobile"),
+            "fields.role": s.get("role"),
+            "fields.city": city.get("city") if isinstance(city, dict) else city,
+            "fields.province": city.get("province") if isinstance(city, dict) else None,
+            "member.id": member.get("id") or f"M{uuid.uuid4().hex[:10].upper()}",
+            "member.since": member.get("since") or now,
+            "member.updated": now,
+        }
+        unset: list[str] = []
+        for slot, path in (("due_date", "fields.due_date"),
+                           ("baby_birthday", "fields.baby_birthday")):
+            # Pregnancy and baby data only with the separate, explicit consent (PIPL).
+            if sensitive and s.get(slot):
+                updates[path] = s[slot]
+            else:
+                unset.append(path)
+        await self._store.profiles.update(profile["_id"], updates, unset)
+        fresh = await self._store.profiles.get(profile["_id"])
+        assert fresh is not None
+        await self.refresh_stage(fresh, self._points.today(now))
+        ctx.vars["member"] = {"id": updates["member.id"], "first_time": first_time}
+        return []
+
+    async def refresh_stage(self, profile: Profile, today: date) -> list[str]:
+        """Recompute life-stage tags from the dates (never frozen at sign-up)."""
+        fields = profile.get("fields", {})
+        summary = stage_summary(fields.get("role"), _date(fields.get("due_date")),
+                                _date(fields.get("baby_birthday")), today)
+        current = [t for t in profile.get("tags", []) if is_stage_tag(t)]
+        stale = [t for t in current if t not in summary.tags]
+        new = [t for t in summary.tags if t not in current]
+        if stale or new:
+            await self._store.profiles.update_tags(profile["_id"], new, stale)
+        await self._store.profiles.update(profile["_id"], {"member.stage": summary.stage})
+        return summary.tags
+
+    async def points_summary(self, ctx: StepContext) -> list[Say]:
+        ctx.vars["points"] = await self._points.summary(ctx.turn.profile_id)
+        return []
+
+    async def redeem(self, ctx: StepContext) -> list[Say]:
+        """`兑换 湿巾` / `redeem wipes`: the item is named by its code or name in the text."""
+        text = ctx.turn.text.casefold()
+        catalogue = self._points.rewards()
+        item = next((code for code, name in catalogue.items()
+                     if code.casefold() in text or name.casefold() in text), "")
+        if not item:
+            ctx.vars["redeem"] = {"applied": False, "reason": "unknown_item",
+                                  "catalogue": [f"{n} ({c})" for c, n in catalogue.items()]}
+            return []
+        result = await self._store.ledger.redeem(
+            ctx.turn.profile_id, item, f"redeem:{ctx.turn.source or uuid.uuid4().hex}",
+            now=ctx.turn.now)
+        reward = await self._store.ledger.reward(item) or {}
+        ctx.vars["redeem"] = {"applied": result.applied, "reason": result.reason,
+                              "balance": result.balance, "item": reward.get("name", item),
+                              "cost": reward.get("cost")}
+        return []

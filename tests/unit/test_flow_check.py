@@ -1,0 +1,106 @@
+"""`scrm flows check`: one broken file per kind of error, each reported with file and line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bot.flows.loader import FlowsInvalid, Known, load_flows
+from bot.journeys import Journeys
+from bot.validators import VALIDATORS
+
+ROOT = Path(__file__).resolve().parents[2]
+KNOWN = Known(validators=set(VALIDATORS), actions=set(Journeys.ACTION_NAMES),
+              award_rules={"signup", "checkin"}, required_templates=("fallback",))
+
+BASE = """
+slots:
+  name: {validator: nickname, ask: ask_name}
+flows:
+  hello:
+    description: say hello
+    triggers: {intents: [greet], keywords: [hi]}
+    steps:
+      - collect: name
+      - say: hi_name
+templates:
+  ask_name: {zh: 叫什么, en: "name?"}
+  hi_name: {zh: "你好 {{ slots.name }}", en: "hi {{ slots.name }}"}
+  fallback: {zh: 嗯, en: hm}
+"""
+
+
+def check(tmp_path: Path, text: str, extra: str | None = None) -> list[str]:
+    (tmp_path / "a.yml").write_text(text)
+    if extra is not None:
+        (tmp_path / "b.yml").write_text(extra)
+    try:
+        load_flows(tmp_path, KNOWN)
+    except FlowsInvalid as e:
+        return [str(x) for x in e.errors]
+    return []
+
+
+def test_the_base_file_is_valid(tmp_path):
+    assert check(tmp_path, BASE) == []
+
+
+def test_shipped_flows_are_valid():
+    flows = load_flows(ROOT / "flows", Known(
+        validators=set(VALIDATORS), actions=set(Journeys.ACTION_NAMES),
+        award_rules={"signup", "checkin", "share", "referral", "poll"}))
+    assert {"signup", "points_query", "checkin", "redeem", "welcome"} <= set(flows.flows)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("      - collect: name", "      - collect: nmae", "a.yml:9: flow 'hello' step 1: unknown slot 'nmae'"),
+    ("{validator: nickname,", "{validator: nickame,", "a.yml:3: slot 'name': unknown validator 'nickame'"),
+    ("      - say: hi_name", "      - say: hi_nmae", "a.yml:10: template 'hi_nmae' is not defined in any flow file"),
+    ('  hi_name: {zh: "你好 {{ slots.name }}", en: "hi {{ slots.name }}"}', '  hi_name: {zh: "你好 {{ slots.name }}"}', "a.yml:13: template 'hi_name' has no en text"),
+    ('  hi_name: {zh: "你好 {{ slots.name }}"', '  hi_name: {zh: "你好 {{ slots.name "', "a.yml:13: template 'hi_name' (zh) is not valid Jinja2"),
+    ("      - say: hi_name", "      - say: hi_name\n        next: END\n      - say: ask_name", "a.yml:12: flow 'hello': step 'step3' can never be reached"),
+    ("      - collect: name", "      - collect: name\n        next:\n          - if: \"slots.nam == 1\"\n            then: END", "a.yml:11: flow 'hello' step 1: condition uses unknown slot 'nam'"),
+    ("      - collect: name", "      - collect: name\n        next:\n          - if: \"slots.name ==\"\n            then: END", "condition 'slots.name ==' is not valid Jinja2"),
+    ("      - say: hi_name", "      - action: fly", "a.yml:10: flow 'hello' step 2: unknown action 'fly'"),
+    ("      - say: hi_name", "      - award: lottery", "unknown points rule 'lottery'"),
+    ("      - say: hi_name", "      - link: nowhere", "a.yml:10: flow 'hello': link to unknown flow 'nowhere'"),
+    ("  fallback: {zh: 嗯, en: hm}\n", "", "template 'fallback' is required by the app"),
+    ("    description: say hello", "    descripton: say hello", "a.yml:6: flow 'hello': unknown key 'descripton'"),
+    ("      - say: hi_name", "      - say: hi_name\n        collect: name", "a.yml:10: flow 'hello' step 2: a step does exactly one of"),
+])
+def test_each_kind_of_error_names_file_line_and_problem(tmp_path, old, new, expected):
+    assert old in BASE
+    errors = check(tmp_path, BASE.replace(old, new))
+    assert any(expected in e for e in errors), errors
+
+
+def test_duplicate_trigger_across_files(tmp_path):
+    other = ("flows:\n  other:\n    triggers: {keywords: [HI]}\n    steps: [{say: fallback}]\n")
+    errors = check(tmp_path, BASE, other)
+    assert any("duplicate trigger: keyword 'HI' starts both 'hello' and 'other'" in e
+               for e in errors), errors
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path):
+    errors = check(tmp_path, BASE.replace("steps:\n", "steps: [\n", 1))
+    assert f"{tmp_path / 'a.yml'}:9: not valid YAML: expected the node content, but found '-'" \
+        in errors
+
+
+def test_cli_check_exits_1_and_prints_every_problem(tmp_path):
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")
+    signup = tmp_path / "flows" / "signup.yml"
+    signup.write_text(signup.read_text().replace("collect: mobile", "collect: phone"))
+    scrm = str(Path(__import__("sys").executable).parent / "scrm")
+    bad = subprocess.run([scrm, "flows", "check", "--dir", str(tmp_path / "flows")], cwd=ROOT,
+                         capture_output=True, text=True, check=False,
+                         env={"PATH": "/usr/bin:/bin", "SCRM_ENV_FILE": "/dev/null"})
+    assert bad.returncode == 1
+    assert "signup.yml" in bad.stdout and "unknown slot 'phone'" in bad.stdout
+    assert "nothing was changed" in bad.stdout
+    good = subprocess.run([scrm, "flows", "check"], cwd=ROOT, capture_output=True, text=True,
+                          check=False, env={"PATH": "/usr/bin:/bin", "SCRM_ENV_FILE": "/dev/null"})
+    assert good.returncode == 0 and good.stdout.startswith("ok: ")
