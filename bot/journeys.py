@@ -27,6 +27,23 @@ def _date(value: Any) -> date | None:
         return None
 
 
+REDEEM_WORDS = ("兑换", "redeem", "exchange")
+
+
+def match_reward(text: str, catalogue: dict[str, str]) -> str | None:
+    """The catalogue code a member means: "兑换 湿巾" finds 婴儿湿巾; None if unclear."""
+    query = text.casefold()
+    for word in REDEEM_WORDS:
+        query = query.replace(word, "")
+    query = query.strip(" :：，,。.!！")
+    if not query:
+        return None
+    hits = [code for code, name in catalogue.items()
+            if query == code.casefold() or query in name.casefold()
+            or name.casefold() in query]
+    return hits[0] if len(hits) == 1 else None
+
+
 class Journeys:
     ACTION_NAMES = ("profile_summary", "complete_signup", "points_summary", "redeem")
 
@@ -110,10 +127,8 @@ class Journeys:
 
     async def redeem(self, ctx: StepContext) -> list[Say]:
         """`兑换 湿巾` / `redeem wipes`: the item is named by its code or name in the text."""
-        text = ctx.turn.text.casefold()
-        catalogue = self._points.rewards()
-        item = next((code for code, name in catalogue.items()
-                     if code.casefold() in text or name.casefold() in text), "")
+        catalogue = {r["_id"]: r["name"] for r in await self._store.ledger.rewards()}
+        item = match_reward(ctx.turn.text, catalogue)
         if not item:
             ctx.vars["redeem"] = {"applied": False, "reason": "unknown_item",
                                   "catalogue": [f"{n} ({c})" for c, n in catalogue.items()]}

@@ -77,10 +77,6 @@ class Points:
                          "date": self.today(e["ts"]).isoformat()} for e in entries],
         }
 
-    def rewards(self) -> dict[str, str]:
-        """Catalogue codes and names, as configured."""
-        return {code: r.name for code, r in self._cfg.rewards.items()}
-
     async def load_rewards(self) -> None:
         """Create catalogue items from config.yml; stock of existing items is left alone."""
         for code, r in self._cfg.rewards.items():

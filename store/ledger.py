@@ -168,6 +168,12 @@ class MongoLedger:
             {"_id": item}, {"$set": {"name": name, "cost": cost, "stock": stock}}, upsert=True
         )
 
+    async def rewards(self) -> list[dict[str, Any]]:
+        """The whole catalogue, by code."""
+        cursor = self._rewards.find({}).sort("_id", 1)
+        items: list[dict[str, Any]] = await cursor.to_list(length=None)
+        return items
+
     async def reward(self, item: str) -> dict[str, Any] | None:
         doc: dict[str, Any] | None = await self._rewards.find_one({"_id": item})
         return doc

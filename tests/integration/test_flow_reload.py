@@ -1,0 +1,117 @@
+"""Changing flows without a deploy: reload swaps a checked version; a broken one is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from datetime import date, timedelta
+
+import pytest
+
+from scrm.follower import Follower
+from tests.conftest import ADMIN, APP_ID, APP_PORT, ROOT, TOKEN, make_settings, scrm_bin
+from webhooks.services import refresh_life_stages
+
+pytestmark = pytest.mark.rasa
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+@pytest.fixture
+def flows_dir(tmp_path):
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")
+    return tmp_path / "flows"
+
+
+@pytest.fixture
+async def app(start_app, namespace, rasa_proxy, flows_dir):
+    return await start_app(make_settings(namespace, rasa_proxy.url,
+                                         app={"flows_dir": str(flows_dir)}), port=APP_PORT)
+
+
+async def ask_help(app, openid: str = "o_reload") -> str:
+    f = Follower(token=TOKEN, openid=openid)
+    status, body = await app.post_wechat(*f.request(f.text("帮助")))
+    assert status == 200
+    return f.read_reply(body)["Content"]
+
+
+def edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+async def test_an_edited_text_goes_live_on_reload(app, flows_dir):
+    assert (await ask_help(app)).startswith("我可以帮你")
+    edit(flows_dir / "system.yml", "我可以帮你：", "姐妹，我可以帮你：")
+    assert (await ask_help(app)).startswith("我可以帮你")  # not before the reload
+    resp = await app.client.post("/admin/api/flows/reload", headers=AUTH)
+    data = await resp.json()
+    assert resp.status == 200 and data["ok"] and data["version"] != data["previous"]
+    assert (await ask_help(app)).startswith("姐妹，我可以帮你")
+
+
+async def test_a_broken_file_is_refused_and_the_running_version_stays(app, flows_dir):
+    before = (await (await app.client.get("/admin/api/flows", headers=AUTH)).json())["version"]
+    edit(flows_dir / "signup.yml", "collect: mobile", "collect: phone")
+    edit(flows_dir / "system.yml", "我可以帮你：", "改坏了：")
+    resp = await app.client.post("/admin/api/flows/reload", headers=AUTH)
+    data = await resp.json()
+    assert resp.status == 422 and data["ok"] is False and data["version"] == before
+    assert any("signup.yml" in e and "unknown slot 'phone'" in e for e in data["errors"])
+    assert (await ask_help(app)).startswith("我可以帮你")  # the old version answers
+    now = (await (await app.client.get("/admin/api/flows", headers=AUTH)).json())["version"]
+    assert now == before
+
+
+async def test_messages_in_flight_during_a_reload_are_all_answered(app, flows_dir):
+    edit(flows_dir / "system.yml", "我可以帮你：", "新版本：")
+    tasks = [asyncio.create_task(ask_help(app, f"o_flight_{i}")) for i in range(12)]
+    await asyncio.sleep(0.05)
+    resp = await app.client.post("/admin/api/flows/reload", headers=AUTH)
+    assert resp.status == 200
+    replies = await asyncio.gather(*tasks)
+    assert all(r.startswith(("我可以帮你", "新版本")) for r in replies)  # old or new, never none
+
+
+async def test_reload_needs_the_admin_token(app):
+    assert (await app.client.post("/admin/api/flows/reload")).status == 401
+
+
+async def test_cli_reload_keeps_the_model_when_nlu_is_unchanged(app, flows_dir, rasa_server):
+    edit(flows_dir / "system.yml", "我可以帮你：", "命令行重载：")
+    env = {**os.environ, "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": APP_ID,
+           "SCRM_ADMIN_TOKEN": ADMIN, "RASA_URL": rasa_server, "SCRM_ENV_FILE": "/dev/null"}
+    proc = await asyncio.create_subprocess_exec(
+        scrm_bin(), "flows", "reload", "--dir", str(flows_dir), "--url",
+        f"http://127.0.0.1:{APP_PORT}", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert "NLU data unchanged: no retraining" in out.decode()
+    assert "reloaded: version" in out.decode()
+    assert (await ask_help(app)).startswith("命令行重载")
+
+
+async def test_life_stage_tags_move_with_the_calendar(app):
+    profiles = app.store.profiles
+    f = Follower(token=TOKEN, openid="o_stage")
+    await app.post_wechat(*f.request(f.text("你好")))
+    await app.services.orchestrator.drain(5)
+    p = await profiles.find_by_identity("wechat", APP_ID, "o_stage")
+    due = date.today() + timedelta(days=100)
+    await profiles.update(p["_id"], {"fields.role": "expecting", "fields.due_date":
+                                     due.isoformat(), "member.id": "M1"})
+    journeys = app.services.journeys
+    await journeys.refresh_stage(await profiles.get(p["_id"]), date.today())
+    assert "孕中期" in (await profiles.get(p["_id"]))["tags"]
+    # Seven weeks later the same member is in the third trimester, without any new input.
+    later = date.today() + timedelta(days=49)
+    await journeys.refresh_stage(await profiles.get(p["_id"]), later)
+    tags = (await profiles.get(p["_id"]))["tags"]
+    assert "孕晚期" in tags and "孕中期" not in tags
+    # The daily job runs over every member.
+    ctx = {"journeys": journeys, "points": app.services.points, "store": app.store}
+    assert await refresh_life_stages(ctx) == 1
+    assert "孕中期" in (await profiles.get(p["_id"]))["tags"]  # today's date again
