@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -76,6 +76,7 @@ class Orchestrator:
         late_senders: Mapping[str, LateSender],
         default_lang: str = "zh",
         order_wait: float = 30.0,
+        testers: Collection[str] = (),
     ) -> None:
         self._store = store
         self._rasa = rasa
@@ -85,6 +86,7 @@ class Orchestrator:
         self._late = late_senders
         self._lang = default_lang
         self._order_wait = order_wait
+        self._testers = set(testers)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, msg: InboundMessage, received: float | None = None) -> Turn:
@@ -190,7 +192,8 @@ class Orchestrator:
 
         metadata = {"channel": msg.channel, "profile_id": profile["_id"], "lang": lang,
                     "event": msg.event, "event_key": msg.event_key,
-                    "source": f"in:{msg.channel}:{msg.dedupe_key}"}
+                    "source": f"in:{msg.channel}:{msg.dedupe_key}",
+                    "tester": msg.sender in self._testers or "tester" in profile.get("tags", [])}
         try:
             turn = await self._rasa.send(msg.follower, text, metadata)
         except RasaUnavailable as e:

@@ -141,6 +141,8 @@ class PointsSettings(_Strict):
 class MembersSettings(_Strict):
     privacy_policy_version: str = "2026-11"
     nlu_threshold: float = Field(0.55, ge=0, le=1)
+    # Who sees draft flows (openids; a profile tagged "tester" does too).
+    testers: list[str] = Field(default_factory=list)
 
 
 class Settings(_Strict):

@@ -265,6 +265,31 @@ def cmd_flows_reload(args: argparse.Namespace) -> None:
     print(f"reloaded: version {data['previous']} -> {data['version']}")
 
 
+def cmd_points_check(args: argparse.Namespace) -> None:
+    """Prove every balance equals its ledger sum (exit 1 if not; --repair fixes them)."""
+    settings = _settings(args)
+    url = args.url or f"http://127.0.0.1:{settings.app.port}"
+    query = "?repair=1" if args.repair else ""
+    req = urllib.request.Request(f"{url}/admin/api/points/check{query}", data=b"",  # noqa: S310
+                                 method="POST",
+                                 headers={"Authorization": f"Bearer {settings.admin.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        sys.exit(f"scrm: HTTP {e.code}: {e.read().decode(errors='replace')[:200]}")
+    except urllib.error.URLError as e:
+        sys.exit(f"scrm: cannot reach {url}: {e.reason}")
+    for m in data["mismatches"]:
+        print(f"{m['profile_id']}: balance {m['balance']} but ledger sum {m['ledger_sum']}; "
+              f"earned {m['earned']} but ledger {m['ledger_earned']}")
+    if data["ok"]:
+        print("ok: every balance equals its ledger sum")
+    elif args.repair:
+        print(f"repaired {data['repaired']} member(s)")
+    sys.exit(0 if data["ok"] or args.repair else 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     # Dev secrets written by `make run`; variables already set win over the file.
     load_dotenv(os.environ.get("SCRM_ENV_FILE", Path.cwd() / ".env"))
@@ -309,6 +334,13 @@ def main(argv: list[str] | None = None) -> None:
     reload_.add_argument("--dir", default=None)
     reload_.add_argument("--url", default=None)
     reload_.set_defaults(func=cmd_flows_reload)
+
+    points = sub.add_parser("points", help="the points ledger")
+    ptsub = points.add_subparsers(dest="ptcmd", required=True)
+    pcheck = ptsub.add_parser("check", help="balances against ledger sums; exit 1 if any differ")
+    pcheck.add_argument("--repair", action="store_true", help="set balances to ledger sums")
+    pcheck.add_argument("--url", default=None)
+    pcheck.set_defaults(func=cmd_points_check)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -205,6 +205,16 @@ async def admin_flows_reload(request: web.Request) -> web.Response:
                               "flows": sorted(current.flows)})
 
 
+async def admin_points_check(request: web.Request) -> web.Response:
+    """Every member's balance against their ledger sum; ?repair=1 fixes the differences."""
+    ledger = request.app[SERVICES].store.ledger
+    mismatches = await ledger.check()
+    repaired = await ledger.repair() if request.query.get("repair") == "1" else 0
+    return web.json_response({"ok": not mismatches, "repaired": repaired, "mismatches": [
+        {"profile_id": m.profile_id, "balance": m.balance, "ledger_sum": m.ledger_sum,
+         "earned": m.earned, "ledger_earned": m.ledger_earned} for m in mismatches]})
+
+
 def create_app(settings: Settings, store: Store | None = None, run_worker: bool = True
                ) -> web.Application:
     """The web application; `store` lets tests and benchmarks share one embedded store."""
@@ -225,4 +235,5 @@ def create_app(settings: Settings, store: Store | None = None, run_worker: bool 
     app.router.add_get("/admin/api/profiles/{profile_id}", admin_profile)
     app.router.add_get("/admin/api/flows", admin_flows)
     app.router.add_post("/admin/api/flows/reload", admin_flows_reload)
+    app.router.add_post("/admin/api/points/check", admin_points_check)
     return app

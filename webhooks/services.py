@@ -117,6 +117,7 @@ async def open_services(
         store=store, rasa=rasa, templates=flows, order=order, metrics=metrics,
         late_senders=late_senders,
         default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
+        testers=settings.members.testers,
     )
     executor = ActionExecutor()
     register_actions(executor, engine, points)

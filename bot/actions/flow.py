@@ -42,7 +42,7 @@ class ActionFlow(Action):  # type: ignore[misc]  # rasa-sdk ships no type stubs
             intent=intent.get("name"), confidence=intent.get("confidence"),
             now=now, today=self._points.today(now),
             event=metadata.get("event"), event_key=metadata.get("event_key"),
-            source=metadata.get("source"),
+            source=metadata.get("source"), tester=bool(metadata.get("tester")),
         ))
         for say in says:
             dispatcher.utter_message(json_message={"template": say.template, "vars": say.vars})

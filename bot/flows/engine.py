@@ -43,6 +43,7 @@ class TurnInput:
     event: str | None = None  # subscribe, click, scan ...
     event_key: str | None = None  # menu key or QR scene
     source: str | None = None  # the inbound interaction's key, for ledger entries
+    tester: bool = False  # sees draft flows
 
 
 @dataclass
@@ -132,16 +133,16 @@ class FlowEngine:
     # -- choosing -----------------------------------------------------------------------
     def _trigger(self, fs: FlowSet, inp: TurnInput) -> str | None:
         if inp.event == "click":
-            return fs.by_menu.get(inp.event_key or "")
+            return fs.route("menu", inp.event_key or "", inp.tester)
         if inp.event:
-            return fs.by_event.get(inp.event)
+            return fs.route("events", inp.event, inp.tester)
         text = inp.text.casefold()
-        for keyword in sorted(fs.by_keyword, key=len, reverse=True):
+        for keyword in fs.keywords(inp.tester):
             if keyword and keyword in text:
-                return fs.by_keyword[keyword]
+                return fs.route("keywords", keyword, inp.tester)
         if inp.intent and inp.intent != "nlu_fallback" and (
                 inp.confidence is None or inp.confidence >= self._threshold):
-            return fs.by_intent.get(inp.intent)
+            return fs.route("intents", inp.intent, inp.tester)
         return None
 
     @staticmethod

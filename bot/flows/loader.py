@@ -21,7 +21,7 @@ from bot.flows.model import END, Branch, Flow, FlowSet, Slot, Step, StepKind, Tr
 LANGS = ("zh", "en")
 STEP_KINDS: tuple[StepKind, ...] = ("collect", "say", "action", "tag", "award", "link", "set")
 STEP_KEYS = {*STEP_KINDS, "id", "next", "ask", "reask"}
-FLOW_KEYS = {"description", "triggers", "steps", "cancellable", "interrupts"}
+FLOW_KEYS = {"description", "triggers", "steps", "cancellable", "interrupts", "draft"}
 TRIGGER_KEYS = {"intents", "keywords", "menu", "events"}
 SLOT_KEYS = {"validator", "ask", "reask", "sensitive"}
 FILE_KEYS = {"flows", "slots", "templates"}
@@ -177,7 +177,8 @@ class _Checker:
             id=flow_id, description=str(body.get("description", "")), triggers=triggers,
             steps=tuple(s for s in steps if s is not None),
             cancellable=bool(body.get("cancellable", True)),
-            interrupts=bool(body.get("interrupts", False)), file=fname,
+            interrupts=bool(body.get("interrupts", False)), draft=bool(body.get("draft", False)),
+            file=fname,
         )
         self.flows[flow_id] = flow
         if len(flow.steps) == len(steps):
@@ -314,13 +315,14 @@ class _Checker:
                 if s.kind == "link" and str(s.arg) not in self.flows:
                     self.err(flow.file, s.line, f"flow {flow.id!r}: link to unknown flow "
                              f"{s.arg!r}")
-        seen: dict[tuple[str, str], str] = {}
+        seen: dict[tuple[bool, str, str], str] = {}
         for flow in self.flows.values():
             t = flow.triggers
             for kind, values in (("intent", t.intents), ("keyword", t.keywords),
                                  ("menu", t.menu), ("event", t.events)):
                 for v in values:
-                    key = (kind, v.casefold())
+                    # A draft may share a live flow's trigger: that is how it is tried out.
+                    key = (flow.draft, kind, v.casefold())
                     if key in seen and seen[key] != flow.id:
                         self.err(flow.file, 1, f"duplicate trigger: {kind} {v!r} starts both "
                                  f"{seen[key]!r} and {flow.id!r}")
@@ -340,11 +342,12 @@ def load_flows(flows_dir: str | Path, known: Known) -> FlowSet:
     for path in files:
         digest.update(path.name.encode() + path.read_bytes())
     flows = checker.flows
-    by: dict[str, dict[str, str]] = {"intents": {}, "keywords": {}, "menu": {}, "events": {}}
+    live: dict[tuple[str, str], str] = {}
+    drafts: dict[tuple[str, str], str] = {}
     for flow in flows.values():
-        for kind in by:
+        table = drafts if flow.draft else live
+        for kind in ("intents", "keywords", "menu", "events"):
             for v in getattr(flow.triggers, kind):
-                by[kind][v.casefold() if kind == "keywords" else v] = flow.id
+                table[(kind, v.casefold() if kind == "keywords" else v)] = flow.id
     return FlowSet(flows=flows, slots=checker.slots, version=digest.hexdigest()[:12],
-                   by_intent=by["intents"], by_keyword=by["keywords"], by_menu=by["menu"],
-                   by_event=by["events"])
+                   live=live, drafts=drafts)

@@ -51,6 +51,7 @@ class Flow:
     steps: tuple[Step, ...]
     cancellable: bool = True
     interrupts: bool = False  # may start while another flow waits for an answer
+    draft: bool = False  # triggers only for testers, so it can be tried before going live
     file: str = ""
 
     def index(self, step_id: str) -> int:
@@ -60,6 +61,9 @@ class Flow:
         raise KeyError(step_id)
 
 
+TriggerKind = Literal["intents", "keywords", "menu", "events"]
+
+
 @dataclass(frozen=True)
 class FlowSet:
     """Every flow, slot and trigger, as one version that is swapped in whole on reload."""
@@ -67,7 +71,18 @@ class FlowSet:
     flows: dict[str, Flow]
     slots: dict[str, Slot]
     version: str
-    by_intent: dict[str, str] = field(default_factory=dict)
-    by_keyword: dict[str, str] = field(default_factory=dict)
-    by_menu: dict[str, str] = field(default_factory=dict)
-    by_event: dict[str, str] = field(default_factory=dict)
+    live: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> flow id
+    drafts: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def route(self, kind: TriggerKind, key: str, tester: bool = False) -> str | None:
+        """The flow a trigger starts; a tester gets the draft version where there is one."""
+        key = key.casefold() if kind == "keywords" else key
+        if tester and (kind, key) in self.drafts:
+            return self.drafts[(kind, key)]
+        return self.live.get((kind, key))
+
+    def keywords(self, tester: bool = False) -> list[str]:
+        """Keywords to look for in a message, longest first (the most specific wins)."""
+        tables = (self.live, self.drafts) if tester else (self.live,)
+        found = {key for table in tables for (kind, key) in table if kind == "keywords"}
+        return sorted(found, key=len, reverse=True)

@@ -97,3 +97,24 @@ async def test_action_endpoint_requires_the_shared_token_when_set(start_app, nam
     ok = await app.client.post("/rasa/webhook?token=tok-1", json=call)
     assert ok.status == 200
     assert (await ok.json())["responses"][0]["custom"] == {"template": "fallback"}
+
+
+async def test_points_check_finds_and_repairs_a_drifted_balance(app):
+    from datetime import UTC, datetime
+
+    f = Follower(token=TOKEN, openid="o_pts")
+    await app.post_wechat(*f.request(f.text("hi")))
+    await app.services.orchestrator.drain(5)
+    p = await app.store.profiles.find_by_identity("wechat", app.services.settings.wechat.app_id,
+                                                  "o_pts")
+    await app.store.ledger.award(p["_id"], "k1", 30, "gift", now=datetime.now(UTC))
+    url = "/admin/api/points/check"
+    ok = await (await app.client.post(url, headers={"Authorization": f"Bearer {ADMIN}"})).json()
+    assert ok == {"ok": True, "repaired": 0, "mismatches": []}
+    await app.store.profiles.update(p["_id"], {"points.balance": 999})  # drift
+    bad = await (await app.client.post(url, headers={"Authorization": f"Bearer {ADMIN}"})).json()
+    assert bad["ok"] is False and bad["mismatches"][0]["ledger_sum"] == 30
+    fixed = await (await app.client.post(url + "?repair=1",
+                                         headers={"Authorization": f"Bearer {ADMIN}"})).json()
+    assert fixed["repaired"] == 1
+    assert await app.store.ledger.balance(p["_id"]) == (30, 30)

@@ -115,3 +115,28 @@ async def test_life_stage_tags_move_with_the_calendar(app):
     ctx = {"journeys": journeys, "points": app.services.points, "store": app.store}
     assert await refresh_life_stages(ctx) == 1
     assert "孕中期" in (await profiles.get(p["_id"]))["tags"]  # today's date again
+
+
+async def test_a_draft_flow_is_tried_by_testers_before_it_goes_live(
+        start_app, namespace, rasa_proxy, flows_dir):
+    (flows_dir / "help_v2.yml").write_text(
+        "flows:\n"
+        "  help_v2:\n"
+        "    description: new help, being tried\n"
+        "    draft: true\n"
+        "    triggers: {intents: [help], keywords: [帮助]}\n"
+        "    steps: [{say: help_v2}]\n"
+        "templates:\n"
+        "  help_v2: {zh: 新版帮助, en: new help}\n")
+    app = await start_app(make_settings(namespace, rasa_proxy.url,
+                                        app={"flows_dir": str(flows_dir)},
+                                        members={"testers": ["o_manager"]}), port=APP_PORT)
+    assert await ask_help(app, "o_manager") == "新版帮助"  # the manager tries the draft
+    assert (await ask_help(app, "o_member")).startswith("我可以帮你")  # members: live flow
+    # Going live: drop the draft mark (and retire the old flow), then reload.
+    edit(flows_dir / "help_v2.yml", "    draft: true\n", "")
+    edit(flows_dir / "system.yml",
+         "triggers: {intents: [help], keywords: [帮助], menu: [MENU_HELP]}",
+         "triggers: {menu: [MENU_HELP]}")
+    assert (await app.client.post("/admin/api/flows/reload", headers=AUTH)).status == 200
+    assert await ask_help(app, "o_member") == "新版帮助"
