@@ -15,6 +15,7 @@ from typing import Any
 from bot.flows.engine import Say, StepAction, StepContext
 from bot.lifestage import is_stage_tag, stage_summary
 from bot.points import Points
+from bot.referrals import Referrals
 from bot.settings import MembersSettings
 from store.protocols import Store
 from store.records import Profile
@@ -45,12 +46,15 @@ def match_reward(text: str, catalogue: dict[str, str]) -> str | None:
 
 
 class Journeys:
-    ACTION_NAMES = ("profile_summary", "complete_signup", "points_summary", "redeem")
+    ACTION_NAMES = ("profile_summary", "complete_signup", "points_summary", "redeem",
+                    "referral_qr")
 
-    def __init__(self, store: Store, points: Points, members: MembersSettings) -> None:
+    def __init__(self, store: Store, points: Points, members: MembersSettings,
+                 referrals: Referrals) -> None:
         self._store = store
         self._points = points
         self._members = members
+        self._referrals = referrals
 
     def actions(self) -> Mapping[str, StepAction]:
         return {name: getattr(self, name) for name in self.ACTION_NAMES}
@@ -105,7 +109,17 @@ class Journeys:
         fresh = await self._store.profiles.get(profile["_id"])
         assert fresh is not None
         await self.refresh_stage(fresh, self._points.today(now))
+        await self._referrals.on_signup(fresh, now)  # the referrer's points, once
         ctx.vars["member"] = {"id": updates["member.id"], "first_time": first_time}
+        return []
+
+    async def referral_qr(self, ctx: StepContext) -> list[Say]:
+        """The member's own invitation QR code (vars.invite); non-members get ok: false."""
+        qr = await self._referrals.qr_for(await self._profile(ctx))
+        rules = self._points.rules()
+        ctx.vars["invite"] = {"ok": qr is not None, **(qr or {}),
+                              "share_points": rules.get("share", 0),
+                              "referral_points": rules.get("referral", 0)}
         return []
 
     async def refresh_stage(self, profile: Profile, today: date) -> list[str]:

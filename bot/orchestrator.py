@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from bot.messages import Article, InboundMessage, Reply
 from bot.metrics import Metrics
 from bot.rasa import RasaClient, RasaUnavailable
+from bot.referrals import Referrals
 from bot.templates import TemplateProblem, TemplateSource, detect_lang
 from store.protocols import Store
 from store.records import FollowState, Identity, Interaction, Profile
@@ -74,6 +75,7 @@ class Orchestrator:
         order: FollowerOrder,
         metrics: Metrics,
         late_senders: Mapping[str, LateSender],
+        referrals: Referrals | None = None,
         default_lang: str = "zh",
         order_wait: float = 30.0,
         testers: Collection[str] = (),
@@ -87,6 +89,7 @@ class Orchestrator:
         self._lang = default_lang
         self._order_wait = order_wait
         self._testers = set(testers)
+        self._referrals = referrals
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, msg: InboundMessage, received: float | None = None) -> Turn:
@@ -136,6 +139,12 @@ class Orchestrator:
         if msg.kind == "event" and msg.event in ("subscribe", "unsubscribe"):
             state: FollowState = "subscribed" if msg.event == "subscribe" else "unsubscribed"
             await self._store.profiles.set_follow(profile["_id"], state, now)
+        referral = None
+        if msg.kind == "event" and msg.event in ("subscribe", "scan") and self._referrals:
+            # New only on the very first contact: an unfollow-refollow earns nobody points.
+            is_new = msg.event == "subscribe" and profile.get("counters", {}).get("inbound") == 1
+            referral = await self._referrals.on_scene(profile, msg.event_key, msg.event, is_new,
+                                                      now, inbound["dedupe_key"])
 
         replies, outcome, intent, confidence = await self._dialogue(msg, profile, lang)
         latency_ms = (time.monotonic() - received) * 1000
@@ -152,6 +161,7 @@ class Orchestrator:
         await self._store.interactions.update(inbound["dedupe_key"], {
             "intent": intent, "confidence": confidence, "outcome": outcome,
             "latency_ms": round(latency_ms, 2), "delivery": delivery,
+            **({"referral": referral} if referral else {}),
         })
         out_time = datetime.now(UTC)
         for key, reply in zip(keys, replies, strict=True):

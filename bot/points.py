@@ -77,6 +77,10 @@ class Points:
                          "date": self.today(e["ts"]).isoformat()} for e in entries],
         }
 
+    def rules(self) -> dict[str, int]:
+        """Points per rule, for templates."""
+        return {name: r.points for name, r in self._cfg.rules.items()}
+
     async def load_rewards(self) -> None:
         """Create catalogue items from config.yml; stock of existing items is left alone."""
         for code, r in self._cfg.rewards.items():

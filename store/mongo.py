@@ -97,6 +97,19 @@ class MongoProfiles:
             await self._col.update_one({"_id": profile_id},
                                        {"$addToSet": {"tags": {"$each": add}}})
 
+    async def find_by_member(self, member_id: str) -> Profile | None:
+        return cast(Profile | None, await self._col.find_one({"member.id": member_id}))
+
+    async def link_referrer(self, profile_id: str, referral: dict[str, Any]) -> bool:
+        # One conditional update: two scans racing can never both link.
+        result = await self._col.update_one(
+            {"_id": profile_id, "referral": {"$exists": False}}, {"$set": {"referral": referral}})
+        return bool(result.modified_count)
+
+    async def referred_by(self, profile_id: str) -> list[Profile]:
+        cursor = self._col.find({"referral.by": profile_id}).sort("first_seen", ASCENDING)
+        return cast(list[Profile], await cursor.to_list(length=None))
+
     async def members(self) -> AsyncIterator[Profile]:
         async for doc in self._col.find({"member.id": {"$exists": True}}):
             yield cast(Profile, doc)

@@ -33,6 +33,16 @@ class ProfileRepo(Protocol):
 
     async def update_tags(self, profile_id: str, add: list[str], remove: list[str]) -> None: ...
 
+    async def find_by_member(self, member_id: str) -> Profile | None: ...
+
+    async def link_referrer(self, profile_id: str, referral: dict[str, Any]) -> bool:
+        """Set `referral` only if the profile has none yet; False if it already had one."""
+        ...
+
+    async def referred_by(self, profile_id: str) -> list[Profile]:
+        """The profiles this one brought (one level of the referral tree)."""
+        ...
+
     def members(self) -> AsyncIterator[Profile]:
         """Every profile that completed sign-up (has a member id)."""
         ...

@@ -38,6 +38,7 @@ class Profile(TypedDict):
     lang: NotRequired[str]
     member: NotRequired[dict[str, Any]]  # id, since, tier, stage: set at sign-up
     consents: NotRequired[dict[str, Any]]  # privacy / sensitive: accepted, version, at
+    referral: NotRequired[dict[str, Any]]  # by (profile id), scene, event, at: set once
 
 
 class Interaction(TypedDict):

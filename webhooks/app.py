@@ -182,6 +182,18 @@ async def admin_profile(request: web.Request) -> web.Response:
     return web.json_response(_jsonable({"profile": profile, "interactions": interactions}))
 
 
+async def admin_referrals(request: web.Request) -> web.Response:
+    """Whom a member brought (one level of the referral tree), masked like profiles."""
+    svc = request.app[SERVICES]
+    profile_id = request.match_info["profile_id"]
+    if await svc.store.profiles.get(profile_id) is None:
+        return web.json_response({"error": "no such profile"}, status=404)
+    referred = await svc.store.profiles.referred_by(profile_id)
+    return web.json_response(_jsonable({"profile_id": profile_id, "referred": [
+        {"profile_id": p["_id"], "member": p.get("member", {}).get("id"),
+         "referral": p.get("referral")} for p in referred]}))
+
+
 async def admin_flows(request: web.Request) -> web.Response:
     """The live flows: version, and each flow's description and triggers."""
     current = request.app[SERVICES].flows.current
@@ -233,6 +245,7 @@ def create_app(settings: Settings, store: Store | None = None, run_worker: bool 
     app.router.add_post("/rasa/webhook", rasa_actions)
     app.router.add_get("/admin/api/profiles", admin_profile)
     app.router.add_get("/admin/api/profiles/{profile_id}", admin_profile)
+    app.router.add_get("/admin/api/profiles/{profile_id}/referrals", admin_referrals)
     app.router.add_get("/admin/api/flows", admin_flows)
     app.router.add_post("/admin/api/flows/reload", admin_flows_reload)
     app.router.add_post("/admin/api/points/check", admin_points_check)

@@ -25,11 +25,13 @@ from bot.metrics import Metrics
 from bot.orchestrator import LateSender, Orchestrator
 from bot.points import Points
 from bot.rasa import RasaClient
+from bot.referrals import Referrals
 from bot.settings import Settings
 from store.keys import Keys
 from store.mongo import MongoStore
 from store.protocols import Store
 from store.redis_state import Dedupe, FlowStates, FollowerOrder, SendMarks, TokenCache
+from webhooks.wechat.api import WeChatAPI
 
 if TYPE_CHECKING:
     from webhooks.channels import Channel
@@ -49,6 +51,7 @@ class Services:
     points: Points
     journeys: Journeys
     metrics: Metrics
+    wechat_api: WeChatAPI
     dedupe: Dedupe
     order: FollowerOrder
     tokens: TokenCache
@@ -60,6 +63,16 @@ class Services:
     job_ctx: dict[str, Any] = field(default_factory=dict)
     job_functions: list[Callable[..., Any]] = field(default_factory=list)
     channels: dict[str, Channel] = field(default_factory=dict)
+
+
+class _WeChatQr:
+    """Referral QR codes through the official account's API."""
+
+    def __init__(self, api: WeChatAPI) -> None:
+        self._api = api
+
+    async def create(self, scene: str) -> dict[str, str]:
+        return await self._api.create_qr(scene)
 
 
 class _Awarder:
@@ -104,7 +117,10 @@ async def open_services(
     metrics = Metrics()
     points = Points(store, settings.points)
     await points.load_rewards()
-    journeys = Journeys(store, points, settings.members)
+    wechat_api = WeChatAPI(session, settings.wechat.api_base, settings.wechat.app_id,
+                           settings.wechat.app_secret or "", TokenCache(redis, keys))
+    referrals = Referrals(store, points, _WeChatQr(wechat_api))
+    journeys = Journeys(store, points, settings.members, referrals)
     flows = FlowRegistry.for_app(settings.app.flows_dir, journeys.actions(),
                                  settings.points.rules, settings.app.default_lang)
     engine = FlowEngine(flows, FlowStates(redis, keys), journeys.actions(),
@@ -115,7 +131,7 @@ async def open_services(
     late_senders: dict[str, LateSender] = {}
     orchestrator = Orchestrator(
         store=store, rasa=rasa, templates=flows, order=order, metrics=metrics,
-        late_senders=late_senders,
+        late_senders=late_senders, referrals=referrals,
         default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
         testers=settings.members.testers,
     )
@@ -123,7 +139,7 @@ async def open_services(
     register_actions(executor, engine, points)
     services = Services(
         settings=settings, store=store, redis=redis, keys=keys, session=session, rasa=rasa,
-        flows=flows, points=points, journeys=journeys, metrics=metrics,
+        flows=flows, points=points, journeys=journeys, metrics=metrics, wechat_api=wechat_api,
         dedupe=Dedupe(redis, keys, settings.app.dedupe_ttl_seconds), order=order,
         tokens=TokenCache(redis, keys), marks=SendMarks(redis, keys), arq=pool,
         orchestrator=orchestrator, executor=executor, late_senders=late_senders,

@@ -60,10 +60,21 @@ class FakeWeChatAPI:
             self.valid_tokens.discard(request.query["access_token"])
         return web.json_response({"errcode": code, "errmsg": "ok" if code == 0 else "error"})
 
+    async def qrcode_create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append(Call(request.path, dict(request.query), body))
+        scene = body["action_info"]["scene"]["scene_str"]
+        return web.json_response({"ticket": f"TICKET-{scene}",
+                                  "url": f"http://weixin.qq.com/q/{scene}"})
+
+    def qr_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.path == "/cgi-bin/qrcode/create"]
+
     async def start(self) -> FakeWeChatAPI:
         app = web.Application()
         app.router.add_post("/cgi-bin/stable_token", self.stable_token)
         app.router.add_post("/cgi-bin/message/custom/send", self.custom_send)
+        app.router.add_post("/cgi-bin/qrcode/create", self.qrcode_create)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
         return self

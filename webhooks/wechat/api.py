@@ -76,6 +76,16 @@ class WeChatAPI:
     async def send_custom(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self.call("/cgi-bin/message/custom/send", body)
 
+    async def create_qr(self, scene: str) -> dict[str, str]:
+        """A permanent parametric QR code (qrcode/create, QR_LIMIT_STR_SCENE)."""
+        data = await self.call("/cgi-bin/qrcode/create", {
+            "action_name": "QR_LIMIT_STR_SCENE",
+            "action_info": {"scene": {"scene_str": scene}}})
+        if not data.get("ticket"):
+            raise WeChatTransportError(f"qrcode/create failed: errcode {data.get('errcode')}")
+        return {"ticket": str(data["ticket"]), "url": str(data.get("url", "")),
+                "image": f"https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket={data['ticket']}"}
+
     async def _post_json(
         self, path: str, body: dict[str, Any], token: str | None = None
     ) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from bot.messages import InboundMessage, Reply
 from bot.orchestrator import outbound_key
 from webhooks.channels import register_channel
 from webhooks.services import Services
-from webhooks.wechat.api import WeChatAPI
 from webhooks.wechat.late import JOB_NAME, WeChatLateSender, wechat_send_late
 from webhooks.wechat.parse import MalformedMessage, harden, to_inbound
 from webhooks.wechat.render import passive_xml
@@ -44,9 +43,7 @@ class WeChatChannel:
         self._crypto = WeChatCrypto(cfg.token, cfg.aes_key, cfg.app_id) if cfg.aes_key else None
         self.late_sender = WeChatLateSender(services.arq, services.keys.queue)
         self.job_functions = [wechat_send_late]
-        services.job_ctx["wechat_api"] = WeChatAPI(
-            services.session, cfg.api_base, cfg.app_id, cfg.app_secret or "", services.tokens
-        )
+        services.job_ctx["wechat_api"] = services.wechat_api
         assert JOB_NAME == wechat_send_late.__name__
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
