@@ -24,12 +24,12 @@ $(STAMP):
 # real Rasa, embedded MongoDB; MONGODB_URL=... adds a real server to the contract suite).
 test: $(STAMP)
 	bash scripts/rasa-venv.sh >/dev/null
-	$(VENV)/bin/ruff check bot store webhooks scrm rasa_ext tests bench
+	$(VENV)/bin/ruff check bot store webhooks scrm tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -p no:cacheprovider
 
 lint:
-	$(VENV)/bin/ruff check bot store webhooks scrm rasa_ext tests bench
+	$(VENV)/bin/ruff check bot store webhooks scrm tests bench
 
 typecheck:
 	$(VENV)/bin/mypy

@@ -5,10 +5,11 @@ Scenarios (every server runs in its own process; this process is only the load g
 
   a  bare aiohttp hello world: POST / -> "success"
   b  the app (`scrm serve`: real Redis, embedded Mongo), POST /wechat, Rasa replaced by a
-     stub that answers our Rasa channel (/webhooks/scrm/webhook) after a fixed sleep
+     stub that answers Rasa's NLU endpoint (/model/parse) after a fixed sleep
      (default 10 ms)
   c  the app against a real Rasa 3.6 server (scrm.rasa_proc; model cached by data hash)
-  d  Rasa's REST channel alone: POST /webhooks/rest/webhook on the same Rasa
+  d  Rasa alone: POST /model/parse (its NLU REST endpoint, what the app calls) on the same
+     Rasa; the app runs the dialogue (flows) itself, so this is the like-for-like baseline
 
 Each scenario runs closed loop (fixed concurrency, bounded request count); c and d also run
 open loop at a fixed offered rate. Prints a Markdown table and writes JSON to bench/results/.
@@ -75,18 +76,17 @@ def serve_helper(kind: str, port: int, delay_ms: float) -> None:
         delay = delay_ms / 1000.0
 
         async def webhook(request: web.Request) -> web.Response:
-            # The shape of rasa_ext/scrm_channel.py: messages plus the intent.
+            # The shape of Rasa's POST /model/parse.
             body = await request.json()
             await asyncio.sleep(delay)
             return web.json_response({
-                "messages": [{"recipient_id": body.get("sender"),
-                              "custom": {"template": "greet"}}],
+                "text": body.get("text"), "entities": [],
                 "intent": {"name": "greet", "confidence": 0.99}})
 
         async def status(request: web.Request) -> web.Response:
             return web.json_response({"model_file": "stub"})
 
-        app.router.add_post("/webhooks/scrm/webhook", webhook)
+        app.router.add_post("/model/parse", webhook)
         app.router.add_get("/status", status)
         app.router.add_get("/", status)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
@@ -443,29 +443,24 @@ def hello_classifier(status: int, data: bytes) -> str:
 
 class RasaTraffic:
     def __init__(self, rasa_url: str, prefix: str, followers: int) -> None:
-        self._url = rasa_url.rstrip("/") + "/webhooks/rest/webhook"
+        self._url = rasa_url.rstrip("/") + "/model/parse"
         self._prefix = prefix
         self._n = followers
 
     def make(self, i: int) -> Request:
-        sender = f"{self._prefix}_{i % self._n:04d}"
-        body = {"sender": sender, "message": TEXT,
-                "metadata": {"channel": "bench", "profile_id": sender, "lang": "zh"}}
+        body = {"text": TEXT}  # NLU has no conversation: every request costs the same
         return ("POST", self._url, json.dumps(body, ensure_ascii=False).encode(),
                 {"Content-Type": "application/json"})
 
 
 def rasa_classifier(status: int, data: bytes) -> str:
     try:
-        msgs = json.loads(data)
+        parsed = json.loads(data)
     except ValueError:
         return "other"
-    if not isinstance(msgs, list) or not msgs:
-        return "no_reply"
-    for m in msgs:
-        if isinstance(m, dict) and (m.get("custom") or {}).get("template") == "greet":
-            return "greet"
-    return "other"
+    if not isinstance(parsed, dict):
+        return "other"
+    return "greet" if (parsed.get("intent") or {}).get("name") == "greet" else "other"
 
 
 # --------------------------------------------------------------------------- the run

@@ -1,9 +1,10 @@
 """The orchestrator: one inbound message in, a list of replies out, inside a time budget.
 
 Per message: wait for this follower's earlier messages (order across processes), record the
-inbound interaction, ask Rasa (or answer directly for media and events), render replies from
-templates, record them. The channel awaits the `Turn` for at most its budget; when it gives
-up, the replies go to the channel's `LateSender` (a durable job) instead.
+inbound interaction, ask Rasa what the text means (NLU), let the flow engine decide what to
+say (in this process, next to the store), render the templates, record the replies. The
+channel awaits the `Turn` for at most its budget; when it gives up, the replies go to the
+channel's `LateSender` (a durable job) instead.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from bot.messages import Article, InboundMessage, Reply
+from bot.flows.engine import FlowEngine, TurnInput
+from bot.messages import InboundMessage, Reply
 from bot.metrics import Metrics
 from bot.rasa import RasaClient, RasaUnavailable
 from bot.referrals import Referrals
@@ -27,8 +29,8 @@ from store.redis_state import FollowerOrder
 
 log = logging.getLogger(__name__)
 
-# Channel events that go to Rasa (and so to the flows), as the intents they become.
-SYSTEM_INTENTS = {"subscribe": "subscribe", "click": "menu", "scan": "scan"}
+# Channel events the flows can be triggered by (flow `triggers: events:` and `menu:`).
+FLOW_EVENTS = ("subscribe", "click", "scan")
 
 
 class LateSender(Protocol):
@@ -71,6 +73,8 @@ class Orchestrator:
         self,
         store: Store,
         rasa: RasaClient,
+        engine: FlowEngine,
+        today: Callable[[datetime], date],
         templates: TemplateSource,
         order: FollowerOrder,
         metrics: Metrics,
@@ -82,6 +86,8 @@ class Orchestrator:
     ) -> None:
         self._store = store
         self._rasa = rasa
+        self._engine = engine
+        self._today = today
         self._templates = templates
         self._order = order
         self._metrics = metrics
@@ -185,59 +191,39 @@ class Orchestrator:
         self, msg: InboundMessage, profile: Profile, lang: str
     ) -> tuple[list[Reply], str, str | None, float | None]:
         """What to say; the outcome, intent and confidence to record on the inbound."""
-        text: str | None = None
+        text = ""
+        intent: str | None = None
+        confidence: float | None = None
+        event: str | None = None
         if msg.kind == "text" or (msg.kind == "voice" and msg.text):
-            text = msg.text
-        elif msg.kind == "event" and msg.event in SYSTEM_INTENTS:
-            # Follows, menu taps and QR scans reach the flows as intents Rasa knows.
-            text = f"/{SYSTEM_INTENTS[msg.event]}"
+            text = (msg.text or "").strip()
+            if not text:
+                return [self._text("help", lang, profile)], "replied", None, None
+            try:
+                parsed = await self._rasa.parse(text, msg.follower)
+            except RasaUnavailable as e:
+                self._metrics.rasa_errors.inc()
+                log.warning("rasa unavailable", extra={"error": str(e)})
+                return [self._text("apology", lang, profile)], "rasa_unavailable", None, None
+            intent, confidence = parsed.intent, parsed.confidence
+        elif msg.kind == "event" and msg.event in FLOW_EVENTS:
+            event = msg.event  # follows, menu taps and QR scans start flows directly
         elif msg.kind == "event":
-            return [], "no_reply", None, None  # unsubscribe, scan, view, location: recorded only
+            return [], "no_reply", None, None  # unsubscribe, view, location: recorded only
         elif msg.kind == "unknown":
             return [self._text("unsupported", lang, profile)], "unsupported", None, None
         else:
             return [self._text("media_received", lang, profile)], "replied", None, None
-        if not text or not text.strip():
-            return [self._text("help", lang, profile)], "replied", None, None
 
-        metadata = {"channel": msg.channel, "profile_id": profile["_id"], "lang": lang,
-                    "event": msg.event, "event_key": msg.event_key,
-                    "source": f"in:{msg.channel}:{msg.dedupe_key}",
-                    "tester": msg.sender in self._testers or "tester" in profile.get("tags", [])}
-        try:
-            turn = await self._rasa.send(msg.follower, text, metadata)
-        except RasaUnavailable as e:
-            self._metrics.rasa_errors.inc()
-            log.warning("rasa unavailable", extra={"error": str(e)})
-            return [self._text("apology", lang, profile)], "rasa_unavailable", None, None
-        replies = self._merge([r for m in turn.messages for r in self._convert(m, lang, profile)])
-        return replies, ("replied" if replies else "no_reply"), turn.intent, turn.confidence
-
-    def _convert(self, message: dict[str, Any], lang: str, profile: Profile) -> list[Reply]:
-        """One Rasa bot message to replies: templates, text (+buttons), images, news."""
-        out: list[Reply] = []
-        custom = message.get("custom")
-        if isinstance(custom, dict):
-            if "template" in custom:
-                variables = custom.get("vars") if isinstance(custom.get("vars"), dict) else {}
-                out.append(self._text(str(custom["template"]), lang, profile, variables))
-            if isinstance(custom.get("news"), list):
-                arts = tuple(Article(**a) for a in custom["news"] if isinstance(a, dict))
-                out.append(Reply(kind="news", articles=arts))
-            if isinstance(custom.get("image"), dict) and custom["image"].get("media_id"):
-                out.append(Reply(kind="image", media_id=str(custom["image"]["media_id"])))
-        if message.get("text"):
-            text = str(message["text"])
-            buttons = message.get("buttons") or []
-            if buttons:
-                text += "\n" + "\n".join(
-                    f"{i}. {b.get('title', '')}" for i, b in enumerate(buttons, 1)
-                )
-            out.append(Reply(kind="text", text=text))
-        if message.get("image"):
-            url = str(message["image"])
-            out.append(Reply(kind="news", articles=(Article(title="", image=url, url=url),)))
-        return out
+        now = datetime.now(UTC)
+        says = await self._engine.turn(TurnInput(
+            profile_id=profile["_id"], text=text, intent=intent, confidence=confidence,
+            now=now, today=self._today(now), event=event, event_key=msg.event_key,
+            source=f"in:{msg.channel}:{msg.dedupe_key}",
+            tester=msg.sender in self._testers or "tester" in profile.get("tags", []),
+        ))
+        replies = self._merge([self._text(s.template, lang, profile, s.vars) for s in says])
+        return replies, ("replied" if replies else "no_reply"), intent, confidence
 
     @staticmethod
     def _merge(replies: list[Reply]) -> list[Reply]:

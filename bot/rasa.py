@@ -1,4 +1,4 @@
-"""Client for the Rasa server (its own process): REST channel, tracker and status.
+"""Client for the Rasa server (its own process): NLU parsing and health.
 
 One shared aiohttp ClientSession for the app's lifetime; every call has a timeout that
 fits inside the WeChat time budget.
@@ -17,12 +17,12 @@ class RasaUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class RasaTurn:
-    """Rasa's answer to one user turn: its bot messages and the intent it acted on."""
+class Parsed:
+    """What Rasa's NLU understood: the intent, its confidence, and entities."""
 
-    messages: list[dict[str, Any]]
     intent: str | None
     confidence: float | None
+    entities: list[dict[str, Any]]
 
 
 class RasaClient:
@@ -31,27 +31,32 @@ class RasaClient:
         self._url = url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def send(self, sender: str, text: str, metadata: dict[str, Any]) -> RasaTurn:
-        """One user turn through our input channel (rasa_ext/scrm_channel.py)."""
-        body = {"sender": sender, "message": text, "metadata": metadata}
+    async def parse(self, text: str, follower: str = "") -> Parsed:
+        """Rasa's NLU on one message (POST /model/parse): no tracker, no dialogue policy.
+
+        The dialogue itself is the flow engine's, in the app; asking Rasa only for NLU
+        keeps each turn's cost flat however long the conversation grows.
+        """
+        headers = {"X-SCRM-Follower": follower} if follower else None  # for Rasa's logs
         try:
-            async with self._s.post(
-                f"{self._url}/webhooks/scrm/webhook", json=body, timeout=self._timeout
-            ) as resp:
+            async with self._s.post(f"{self._url}/model/parse", json={"text": text},
+                                    headers=headers, timeout=self._timeout) as resp:
                 if resp.status != 200:
                     raise RasaUnavailable(f"Rasa answered HTTP {resp.status}")
                 data = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise RasaUnavailable(f"{type(e).__name__}: {e}") from e
-        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-            raise RasaUnavailable("Rasa's answer has no list of messages")
+        if not isinstance(data, dict):
+            raise RasaUnavailable("Rasa's answer is not a JSON object")
         raw = data.get("intent")
         intent: dict[str, Any] = raw if isinstance(raw, dict) else {}
         name, conf = intent.get("name"), intent.get("confidence")
-        return RasaTurn(
-            messages=[m for m in data["messages"] if isinstance(m, dict)],
+        entities = data.get("entities")
+        return Parsed(
             intent=str(name) if name else None,
             confidence=float(conf) if isinstance(conf, int | float) else None,
+            entities=[e for e in entities if isinstance(e, dict)] if isinstance(entities, list)
+            else [],
         )
 
     async def healthy(self) -> bool:

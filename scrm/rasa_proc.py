@@ -128,15 +128,12 @@ def start_rasa(root: Path, model: Path, port: int, action_url: str, log_path: Pa
     work.mkdir(parents=True, exist_ok=True)
     token = f"  token: {action_token}\n" if action_token else ""
     (work / "endpoints.yml").write_text(f"action_endpoint:\n  url: {action_url}\n{token}")
-    # Our input channel (rasa_ext/) answers with the intent too; REST stays for comparison.
-    (work / "credentials.yml").write_text("rest:\nrasa_ext.scrm_channel.ScrmInput:\n")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(  # noqa: S603
             [str(venv / "bin" / "rasa"), "run", "--enable-api", "-m", str(model),
-             "-i", "127.0.0.1", "-p", str(port), "--endpoints", str(work / "endpoints.yml"),
-             "--credentials", str(work / "credentials.yml")],
-            cwd=work, env={**os.environ, **RASA_ENV, "PYTHONPATH": str(root)},
+             "-i", "127.0.0.1", "-p", str(port), "--endpoints", str(work / "endpoints.yml")],
+            cwd=work, env={**os.environ, **RASA_ENV},
             stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop Rasa ourselves
         )

@@ -130,7 +130,8 @@ async def open_services(
     order = FollowerOrder(redis, keys)
     late_senders: dict[str, LateSender] = {}
     orchestrator = Orchestrator(
-        store=store, rasa=rasa, templates=flows, order=order, metrics=metrics,
+        store=store, rasa=rasa, engine=engine, today=points.today, templates=flows,
+        order=order, metrics=metrics,
         late_senders=late_senders, referrals=referrals,
         default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
         testers=settings.members.testers,

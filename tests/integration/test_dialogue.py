@@ -223,3 +223,21 @@ async def test_health_is_ok_with_everything_up(app):
     resp = await app.client.get("/healthz")
     assert resp.status == 200
     assert await resp.json() == {"ok": True, "mongo": "embedded", "redis": "ok", "rasa": "ok"}
+
+
+async def test_rasas_own_rest_channel_reaches_the_flows_through_the_action_endpoint(
+        app, rasa_server):
+    """The app asks Rasa for NLU only; Rasa's own channels (REST, rasa shell) still get the
+    same flows, through action_flow served by the app at /rasa/webhook."""
+    import aiohttp
+
+    f = Follower(token=TOKEN, openid="o_rest")
+    await say(app, f, f.text("hi"))
+    profile, _ = await interactions(app, "o_rest")
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(f"{rasa_server}/webhooks/rest/webhook", json={
+            "sender": "rest-user", "message": "谢谢",
+            "metadata": {"profile_id": profile["_id"]}})
+        messages = await resp.json()
+    assert messages == [{"recipient_id": "rest-user",
+                         "custom": {"template": "thanks", "vars": {"slots": {}}}}]

@@ -1,4 +1,4 @@
-"""A proxy in front of the real Rasa server that counts turns and can slow them down.
+"""A proxy in front of the real Rasa server that counts NLU calls and can slow them down.
 
 Tests read `turns` to assert "one Rasa call", and set `delay` (or `delay_for`) to make Rasa
 slow without touching it.
@@ -34,10 +34,11 @@ class RasaProxy:
 
     async def forward(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if request.path == "/webhooks/scrm/webhook":
+        if request.path == "/model/parse":
             data = json.loads(body)
-            self.turns.append({"sender": data.get("sender"), "message": data.get("message")})
-            await asyncio.sleep(self.delay_for.get(str(data.get("message")), self.delay))
+            self.turns.append({"sender": request.headers.get("X-SCRM-Follower", ""),
+                               "message": data.get("text")})
+            await asyncio.sleep(self.delay_for.get(str(data.get("text")), self.delay))
         assert self._session is not None
         async with self._session.request(
             request.method, self.target + request.path_qs, data=body,

@@ -1,4 +1,4 @@
-"""Rasa's bot messages -> replies -> WeChat passive XML and customer-service JSON."""
+"""Templates -> replies -> WeChat passive XML and customer-service JSON."""
 
 from __future__ import annotations
 
@@ -17,32 +17,15 @@ def orchestrator() -> Orchestrator:
     lib = TemplateLibrary({"hi": {"zh": "你好 {{ profile.nickname }}{{ suffix }}",
                                   "en": "hi {{ profile.nickname }}{{ suffix }}"},
                            "apology": {"zh": "抱歉", "en": "sorry"}})
-    return Orchestrator(store=None, rasa=None, templates=lib, order=None,  # type: ignore[arg-type]
-                        metrics=Metrics(), late_senders={})
-
-
-def convert(message: dict, lang: str = "zh") -> list[Reply]:
-    o = orchestrator()
-    return o._merge(o._convert(message, lang, PROFILE))  # type: ignore[arg-type]
+    return Orchestrator(store=None, rasa=None, engine=None, today=None,  # type: ignore[arg-type]
+                        templates=lib, order=None, metrics=Metrics(),  # type: ignore[arg-type]
+                        late_senders={})
 
 
 def test_template_with_vars_in_the_members_language():
-    assert convert({"custom": {"template": "hi", "vars": {"suffix": "!"}}}, "en") == [
-        Reply(kind="text", text="hi 小美!")]
-
-
-def test_text_with_buttons_becomes_numbered_choices():
-    [r] = convert({"text": "选一个", "buttons": [{"title": "是"}, {"title": "否"}]})
-    assert r.text == "选一个\n1. 是\n2. 否"
-
-
-def test_news_image_and_plain_image_url():
-    replies = convert({"custom": {"news": [{"title": "T", "url": "http://u", "image": "http://i"}],
-                                  "image": {"media_id": "MID"}}})
-    assert [r.kind for r in replies] == ["news", "image"]
-    assert replies[0].articles[0].title == "T" and replies[1].media_id == "MID"
-    [pic] = convert({"image": "http://pic"})
-    assert pic.kind == "news" and pic.articles[0].image == "http://pic"
+    o = orchestrator()
+    assert o._text("hi", "en", PROFILE, {"suffix": "!"}) == Reply(kind="text", text="hi 小美!")
+    assert o._text("hi", "zh", PROFILE, {"suffix": "!"}).text == "你好 小美!"
 
 
 def test_consecutive_texts_merge_into_one_passive_message():
@@ -54,7 +37,7 @@ def test_consecutive_texts_merge_into_one_passive_message():
 
 
 def test_unknown_template_falls_back_to_the_apology_not_an_error():
-    assert convert({"custom": {"template": "nope"}}) == [Reply(kind="text", text="抱歉")]
+    assert orchestrator()._text("nope", "zh", PROFILE) == Reply(kind="text", text="抱歉")
 
 
 def test_passive_xml_for_each_kind():
