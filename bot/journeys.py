@@ -7,6 +7,7 @@ matching consent, and the consent itself is recorded with the policy version and
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from datetime import date
@@ -19,6 +20,8 @@ from bot.referrals import Referrals
 from bot.settings import MembersSettings
 from store.protocols import Store
 from store.records import Profile
+
+log = logging.getLogger(__name__)
 
 
 def _date(value: Any) -> date | None:
@@ -115,9 +118,14 @@ class Journeys:
 
     async def referral_qr(self, ctx: StepContext) -> list[Say]:
         """The member's own invitation QR code (vars.invite); non-members get ok: false."""
-        qr = await self._referrals.qr_for(await self._profile(ctx))
+        try:
+            qr = await self._referrals.qr_for(await self._profile(ctx))
+        except Exception:
+            log.exception("referral QR could not be created")
+            ctx.vars["invite"] = {"ok": False, "unavailable": True}
+            return []
         rules = self._points.rules()
-        ctx.vars["invite"] = {"ok": qr is not None, **(qr or {}),
+        ctx.vars["invite"] = {"ok": qr is not None, "unavailable": False, **(qr or {}),
                               "share_points": rules.get("share", 0),
                               "referral_points": rules.get("referral", 0)}
         return []

@@ -216,12 +216,18 @@ class Orchestrator:
             return [self._text("media_received", lang, profile)], "replied", None, None
 
         now = datetime.now(UTC)
-        says = await self._engine.turn(TurnInput(
-            profile_id=profile["_id"], text=text, intent=intent, confidence=confidence,
-            now=now, today=self._today(now), event=event, event_key=msg.event_key,
-            source=f"in:{msg.channel}:{msg.dedupe_key}",
-            tester=msg.sender in self._testers or "tester" in profile.get("tags", []),
-        ))
+        try:
+            says = await self._engine.turn(TurnInput(
+                profile_id=profile["_id"], text=text, intent=intent, confidence=confidence,
+                now=now, today=self._today(now), event=event, event_key=msg.event_key,
+                source=f"in:{msg.channel}:{msg.dedupe_key}",
+                tester=msg.sender in self._testers or "tester" in profile.get("tags", []),
+            ))
+        except Exception:
+            # A failing step must not leave the member without an answer or the record
+            # without an outcome; the log gets the detail.
+            log.exception("flow turn failed", extra={"intent": intent})
+            return [self._text("apology", lang, profile)], "error", intent, confidence
         replies = self._merge([self._text(s.template, lang, profile, s.vars) for s in says])
         return replies, ("replied" if replies else "no_reply"), intent, confidence
 

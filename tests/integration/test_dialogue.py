@@ -241,3 +241,18 @@ async def test_rasas_own_rest_channel_reaches_the_flows_through_the_action_endpo
         messages = await resp.json()
     assert messages == [{"recipient_id": "rest-user",
                          "custom": {"template": "thanks", "vars": {"slots": {}}}}]
+
+
+async def test_a_failing_flow_step_gets_the_apology_and_is_recorded(app, monkeypatch):
+    async def broken(ctx):
+        raise RuntimeError("step exploded")
+
+    actions = dict(app.services.orchestrator._engine._actions)
+    actions["profile_summary"] = broken
+    monkeypatch.setattr(app.services.orchestrator._engine, "_actions", actions)
+    f = Follower(token=TOKEN, openid="o_boom")
+    reply = await say(app, f, f.text("我的资料"))
+    assert "稍后再试" in reply["Content"]
+    _, log = await interactions(app, "o_boom")
+    assert log[0]["outcome"] == "error" and log[0]["intent"] == "whoami"
+    assert log[1]["direction"] == "out" and "稍后再试" in log[1]["text"]
