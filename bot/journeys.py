@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.flows.engine import Say, StepAction, StepContext
 from bot.lifestage import is_stage_tag, stage_summary
+from bot.matching import Matcher, stage_label
 from bot.points import Points
 from bot.referrals import Referrals
 from bot.settings import MembersSettings
@@ -50,14 +51,16 @@ def match_reward(text: str, catalogue: dict[str, str]) -> str | None:
 
 class Journeys:
     ACTION_NAMES = ("profile_summary", "complete_signup", "points_summary", "redeem",
-                    "referral_qr")
+                    "referral_qr", "matching_status", "matching_opt_in", "find_sisters",
+                    "invite_sister")
 
     def __init__(self, store: Store, points: Points, members: MembersSettings,
-                 referrals: Referrals) -> None:
+                 referrals: Referrals, matcher: Matcher) -> None:
         self._store = store
         self._points = points
         self._members = members
         self._referrals = referrals
+        self._matcher = matcher
 
     def actions(self) -> Mapping[str, StepAction]:
         return {name: getattr(self, name) for name in self.ACTION_NAMES}
@@ -113,6 +116,8 @@ class Journeys:
         assert fresh is not None
         await self.refresh_stage(fresh, self._points.today(now))
         await self._referrals.on_signup(fresh, now)  # the referrer's points, once
+        if (fresh.get("consents") or {}).get("matching", {}).get("accepted"):
+            await self._matcher.refresh(fresh)  # new dates or city move her in the index
         ctx.vars["member"] = {"id": updates["member.id"], "first_time": first_time}
         return []
 
@@ -162,4 +167,51 @@ class Journeys:
         ctx.vars["redeem"] = {"applied": result.applied, "reason": result.reason,
                               "balance": result.balance, "item": reward.get("name", item),
                               "cost": reward.get("cost")}
+        return []
+
+    # -- sister matching --------------------------------------------------------------
+    async def matching_status(self, ctx: StepContext) -> list[Say]:
+        profile = await self._profile(ctx)
+        consents = profile.get("consents") or {}
+        ctx.vars["match"] = {
+            "member": "id" in (profile.get("member") or {}),
+            "has_date": Matcher.card(profile) is not None
+            and bool(consents.get("sensitive", {}).get("accepted")),
+            "opted_in": bool(consents.get("matching", {}).get("accepted")),
+        }
+        return []
+
+    async def matching_opt_in(self, ctx: StepContext) -> list[Say]:
+        """Record the consent to be matched (either answer); join the index if yes."""
+        accepted = bool(ctx.slots.get("matching_consent"))
+        profile = await self._profile(ctx)
+        await self._store.profiles.update(profile["_id"], {"consents.matching": {
+            "accepted": accepted, "version": self._members.privacy_policy_version,
+            "at": ctx.turn.now}})
+        if accepted:
+            await self._matcher.refresh(profile)
+        else:
+            await self._matcher.forget(profile["_id"])
+        return []
+
+    async def find_sisters(self, ctx: StepContext) -> list[Say]:
+        found = await self._matcher.find(ctx.turn.profile_id)
+        ctx.slots["sister_ids"] = [c.profile_id for c in found]
+        ctx.vars["sisters"] = [{"nickname": c.nickname,
+                                "stage": stage_label(c.anchor, ctx.turn.today)}
+                               for c in found]
+        return []
+
+    async def invite_sister(self, ctx: StepContext) -> list[Say]:
+        ids = list(ctx.slots.get("sister_ids") or [])
+        choice = ctx.slots.get("sister_choice")
+        if not isinstance(choice, int) or not 1 <= choice <= len(ids):
+            ctx.vars["invite"] = {"ok": False, "count": len(ids)}
+            return []
+        sister = ids[choice - 1]
+        invitation = await self._store.matches.invite(ctx.turn.profile_id, sister, ctx.turn.now)
+        await self._matcher.mark_seen(ctx.turn.profile_id, sister)
+        card = await self._matcher.card_of(sister)
+        ctx.vars["invite"] = {"ok": invitation is not None,
+                              "nickname": card["nickname"] if card else ""}
         return []

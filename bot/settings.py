@@ -145,6 +145,23 @@ class MembersSettings(_Strict):
     testers: list[str] = Field(default_factory=list)
 
 
+class MatchWeights(_Strict):
+    stage: float = Field(0.4, ge=0)  # closeness of due dates / baby ages
+    city: float = Field(0.25, ge=0)
+    province: float = Field(0.1, ge=0)
+    interests: float = Field(0.1, ge=0)  # shared non-stage tags
+    experience: float = Field(0.1, ge=0)  # the sister is further along
+    feedback: float = Field(0.05, ge=0)  # how helpful her past matches were
+
+
+class MatchingSettings(_Strict):
+    window_days: int = Field(90, ge=1, le=730)  # birth dates at most this far apart
+    candidates: int = Field(3, ge=1, le=10)
+    mentor_capacity: int = Field(3, ge=1)  # open matches a sister may have at once
+    pool: int = Field(400, ge=10)  # nearest members looked at per index (bounds the work)
+    weights: MatchWeights = MatchWeights()
+
+
 class Settings(_Strict):
     app: AppSettings = AppSettings()
     wechat: WeChatSettings
@@ -155,6 +172,7 @@ class Settings(_Strict):
     json_channel: JsonChannelSettings = JsonChannelSettings()
     points: PointsSettings = PointsSettings()
     members: MembersSettings = MembersSettings()
+    matching: MatchingSettings = MatchingSettings()
 
 
 

@@ -50,6 +50,18 @@ class Keys:
         """The member's journey in progress (flow stack and collected slots)."""
         return self._k("flow", profile_id)
 
+    def match_index(self, scope: str) -> str:
+        """Members open to matching, scored by birth-date ordinal: all, city:X, prov:X."""
+        return self._k("match", "idx", scope)
+
+    def match_card(self, profile_id: str) -> str:
+        """What matching needs of one member (nickname, anchor, city, tags, load, feedback)."""
+        return self._k("match", "card", profile_id)
+
+    def match_seen(self, profile_id: str) -> str:
+        """Members not to suggest again to this one (invited, declined, blocked, matched)."""
+        return self._k("match", "seen", profile_id)
+
     @property
     def queue(self) -> str:
         """The arq job queue shared by every app process."""

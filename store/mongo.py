@@ -153,6 +153,32 @@ class MongoInteractions:
         return int(await self._col.count_documents(query))
 
 
+class MongoMatches:
+    """Sister matches: one document per invitation, its status, and the feedback."""
+
+    def __init__(self, db: Any) -> None:
+        self._col = db["matches"]
+
+    async def ensure_indexes(self) -> None:
+        # One open invitation per pair, whoever asks twice.
+        await self._col.create_index([("pair", ASCENDING)], unique=True)
+        await self._col.create_index([("to", ASCENDING), ("status", ASCENDING)])
+
+    async def invite(self, from_id: str, to_id: str, now: datetime) -> str | None:
+        """Record an invitation; None if this pair already has one."""
+        doc = {"_id": uuid.uuid4().hex, "pair": ":".join(sorted((from_id, to_id))),
+               "from": from_id, "to": to_id, "status": "invited", "at": now}
+        try:
+            await self._col.insert_one(doc)
+        except DuplicateKeyError:
+            return None
+        return str(doc["_id"])
+
+    async def for_profile(self, profile_id: str) -> list[dict[str, Any]]:
+        cursor = self._col.find({"$or": [{"from": profile_id}, {"to": profile_id}]})
+        return cast(list[dict[str, Any]], await cursor.to_list(length=None))
+
+
 class MongoStore:
     """Both repositories over one database; `embedded` says whether data is in memory."""
 
@@ -163,6 +189,7 @@ class MongoStore:
         self.profiles = MongoProfiles(self._db)
         self.interactions = MongoInteractions(self._db)
         self.ledger = MongoLedger(self._db)
+        self.matches = MongoMatches(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str) -> MongoStore:
@@ -179,6 +206,7 @@ class MongoStore:
         await store.profiles.ensure_indexes()
         await store.interactions.ensure_indexes()
         await store.ledger.ensure_indexes()
+        await store.matches.ensure_indexes()
         return store
 
     async def ping(self) -> None:

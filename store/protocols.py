@@ -87,6 +87,12 @@ class LedgerRepo(Protocol):
     async def repair(self) -> int: ...
 
 
+class MatchRepo(Protocol):
+    async def invite(self, from_id: str, to_id: str, now: datetime) -> str | None: ...
+
+    async def for_profile(self, profile_id: str) -> list[dict[str, Any]]: ...
+
+
 class Store(Protocol):
     @property
     def profiles(self) -> ProfileRepo: ...
@@ -96,6 +102,9 @@ class Store(Protocol):
 
     @property
     def ledger(self) -> LedgerRepo: ...
+
+    @property
+    def matches(self) -> MatchRepo: ...
 
     @property
     def embedded(self) -> bool:

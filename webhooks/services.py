@@ -21,6 +21,7 @@ from bot.actions import register_actions
 from bot.flows.engine import FlowEngine, TurnInput
 from bot.flows.registry import FlowRegistry
 from bot.journeys import Journeys
+from bot.matching import Matcher
 from bot.metrics import Metrics
 from bot.orchestrator import LateSender, Orchestrator
 from bot.points import Points
@@ -28,6 +29,7 @@ from bot.rasa import RasaClient
 from bot.referrals import Referrals
 from bot.settings import Settings
 from store.keys import Keys
+from store.match_index import MatchIndex
 from store.mongo import MongoStore
 from store.protocols import Store
 from store.redis_state import Dedupe, FlowStates, FollowerOrder, SendMarks, TokenCache
@@ -120,7 +122,8 @@ async def open_services(
     wechat_api = WeChatAPI(session, settings.wechat.api_base, settings.wechat.app_id,
                            settings.wechat.app_secret or "", TokenCache(redis, keys))
     referrals = Referrals(store, points, _WeChatQr(wechat_api))
-    journeys = Journeys(store, points, settings.members, referrals)
+    matcher = Matcher(MatchIndex(redis, keys), settings.matching)
+    journeys = Journeys(store, points, settings.members, referrals, matcher)
     flows = FlowRegistry.for_app(settings.app.flows_dir, journeys.actions(),
                                  settings.points.rules, settings.app.default_lang)
     engine = FlowEngine(flows, FlowStates(redis, keys), journeys.actions(),

@@ -1,0 +1,125 @@
+"""Sister-community matching (姐妹社区): who to suggest to a member, best first.
+
+Each member open to matching has an anchor: her baby's birth date, expected or actual, as
+a day number. Closeness of anchors is life-stage proximity and never needs recomputing; a
+sister with an earlier anchor is further along and can help. The ranking adds same city,
+then province, shared interests, experience, room in the sister's schedule and how helpful
+her past matches were, with weights from config.yml. Only nickname and stage are shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from bot.lifestage import is_stage_tag
+from bot.settings import MatchingSettings
+from store.match_index import MatchIndex
+from store.records import Profile
+
+NOT_INTERESTS = {"会员", "tester"}
+
+
+def anchor_of(profile: Profile) -> int | None:
+    """The member's baby's birth date (expected or actual) as a day number, if known."""
+    fields = profile.get("fields", {})
+    for key in ("baby_birthday", "due_date"):
+        try:
+            return date.fromisoformat(str(fields[key])).toordinal()
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def stage_label(anchor: int, today: date, lang: str = "zh") -> str:
+    """What others see of a member's stage: pregnancy week or baby's age, nothing more."""
+    days = today.toordinal() - anchor
+    if days < 0:
+        week = max(0, (280 + days) // 7)
+        return f"孕{week}周" if lang == "zh" else f"{week} weeks pregnant"
+    months = days * 12 // 365
+    if months < 12:
+        return f"宝宝{months}个月" if lang == "zh" else f"baby {months} months"
+    years = months // 12
+    return f"宝宝{years}岁{months % 12}个月" if lang == "zh" else f"child {years}y{months % 12}m"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    profile_id: str
+    nickname: str
+    anchor: int
+    score: float
+
+
+class Matcher:
+    def __init__(self, index: MatchIndex, settings: MatchingSettings) -> None:
+        self._index = index
+        self._cfg = settings
+
+    @staticmethod
+    def card(profile: Profile) -> dict[str, Any] | None:
+        anchor = anchor_of(profile)
+        fields = profile.get("fields", {})
+        if anchor is None or not fields.get("nickname"):
+            return None
+        return {"nickname": fields["nickname"], "anchor": anchor, "city": fields.get("city"),
+                "province": fields.get("province"),
+                "interests": sorted(t for t in profile.get("tags", [])
+                                    if t not in NOT_INTERESTS and not is_stage_tag(t))}
+
+    async def refresh(self, profile: Profile) -> bool:
+        """Put (or move) a consenting member in the index; False if she has no date yet."""
+        card = self.card(profile)
+        if card is None:
+            await self._index.remove(profile["_id"])
+            return False
+        await self._index.put(profile["_id"], card)
+        return True
+
+    async def forget(self, profile_id: str) -> None:
+        await self._index.remove(profile_id)
+
+    async def mark_seen(self, profile_id: str, other: str) -> None:
+        await self._index.mark_seen(profile_id, other)
+
+    async def card_of(self, profile_id: str) -> dict[str, Any] | None:
+        return await self._index.card(profile_id)
+
+    async def find(self, profile_id: str) -> list[Candidate]:
+        """The best candidates for a member who is in the index; [] if she is not."""
+        me = await self._index.card(profile_id)
+        if me is None:
+            return []
+        cfg = self._cfg
+        excluded = await self._index.seen(profile_id) | {profile_id}
+        pool: dict[str, None] = {}
+        for scope in [f"city:{me['city']}" if me["city"] else "",
+                      f"prov:{me['province']}" if me["province"] else "", "all"]:
+            if scope:
+                for pid in await self._index.nearby(scope, me["anchor"], cfg.window_days,
+                                                    cfg.pool):
+                    if pid not in excluded:
+                        pool[pid] = None
+        scored = [Candidate(c["profile_id"], c["nickname"], c["anchor"], self.score(me, c))
+                  for c in await self._index.cards(list(pool))
+                  if c is not None and c["active"] < cfg.mentor_capacity]
+        scored.sort(key=lambda c: (-c.score, abs(c.anchor - me["anchor"]), c.profile_id))
+        return scored[: cfg.candidates]
+
+    def score(self, me: dict[str, Any], other: dict[str, Any]) -> float:
+        w, cfg = self._cfg.weights, self._cfg
+        gap = abs(other["anchor"] - me["anchor"])
+        stage = max(0.0, 1.0 - gap / cfg.window_days)
+        same_city = float(bool(me["city"]) and other["city"] == me["city"])
+        same_province = float(bool(me["province"]) and other["province"] == me["province"])
+        mine, theirs = set(me["interests"]), set(other["interests"])
+        interests = len(mine & theirs) / len(mine | theirs) if mine | theirs else 0.0
+        experience = 1.0 if other["anchor"] < me["anchor"] else 0.0  # she is further along
+        feedback = (other["fb_sum"] + 1) / (other["fb_n"] + 2)  # helpful rate, with a prior
+        load = 1.0 - other["active"] / cfg.mentor_capacity
+        total = float(w.stage * stage + w.city * same_city + w.province * same_province
+                      + w.interests * interests + w.experience * experience
+                      + w.feedback * feedback) * (0.8 + 0.2 * float(load))
+        return round(total, 6)
