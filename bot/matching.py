@@ -9,6 +9,7 @@ her past matches were, with weights from config.yml. Only nickname and stage are
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -77,6 +78,24 @@ class Matcher:
             return False
         await self._index.put(profile["_id"], card)
         return True
+
+    async def rebuild(self, profiles: AsyncIterator[Profile]) -> int:
+        """Load every consenting member with a date into an empty index (after a Redis
+        restart, or for a new deployment). Returns how many were loaded."""
+        cards: dict[str, dict[str, Any]] = {}
+        async for profile in profiles:
+            if (profile.get("consents") or {}).get("matching", {}).get("accepted"):
+                card = self.card(profile)
+                if card is not None:
+                    cards[profile["_id"]] = card
+        await self._index.put_many(cards)
+        return len(cards)
+
+    async def ensure_built(self, profiles: AsyncIterator[Profile]) -> int:
+        """Rebuild only if the index is empty (Redis here keeps nothing on disk)."""
+        if not await self._index.empty():
+            return 0
+        return await self.rebuild(profiles)
 
     async def forget(self, profile_id: str) -> None:
         await self._index.remove(profile_id)

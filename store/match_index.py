@@ -45,6 +45,23 @@ class MatchIndex:
             pipe.zadd(self._k.match_index(scope), {profile_id: int(card["anchor"])})
         await pipe.execute()
 
+    async def put_many(self, cards: dict[str, dict[str, Any]], chunk: int = 1000) -> None:
+        """Bulk load for a rebuild: members not yet in the index, pipelined in chunks."""
+        items = list(cards.items())
+        for start in range(0, len(items), chunk):
+            pipe = self._r.pipeline(transaction=False)
+            for profile_id, card in items[start:start + chunk]:
+                pipe.hset(self._k.match_card(profile_id), mapping={
+                    "nickname": card["nickname"], "anchor": int(card["anchor"]),
+                    "city": card.get("city") or "", "province": card.get("province") or "",
+                    "interests": json.dumps(card.get("interests", []), ensure_ascii=False)})
+                for scope in scopes(card):
+                    pipe.zadd(self._k.match_index(scope), {profile_id: int(card["anchor"])})
+            await pipe.execute()
+
+    async def empty(self) -> bool:
+        return not await self._r.exists(self._k.match_index("all"))
+
     async def remove(self, profile_id: str) -> None:
         old = await self.card(profile_id)
         if old is None:

@@ -163,6 +163,9 @@ async def open_services(
             late_senders[name] = channel.late_sender
         services.job_functions.extend(channel.job_functions)
 
+    # The matching index is derived from profiles: after a Redis restart it is rebuilt in
+    # the background while the app already answers (matching just finds fewer sisters).
+    rebuild = asyncio.create_task(matcher.ensure_built(store.profiles.members()))
     worker: Worker | None = None
     worker_task: asyncio.Task[None] | None = None
     if run_worker and services.job_functions:
@@ -179,6 +182,10 @@ async def open_services(
         yield services
     finally:
         await orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
+        if not rebuild.done():
+            rebuild.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await rebuild
         if worker is not None:
             await worker.close()
         if worker_task is not None:

@@ -90,3 +90,14 @@ async def test_moving_city_or_date_moves_her_in_the_index(matcher):
 
 async def test_without_a_card_nobody_is_found(matcher):
     assert await matcher.find("nobody") == []
+
+
+async def test_an_empty_index_is_rebuilt_from_consenting_profiles(matcher):
+    async def members():
+        for p in [profile("a", "A", due=90), profile("b", "B", due=80), profile("c", "C")]:
+            p["consents"] = {"matching": {"accepted": p["_id"] != "b"}}
+            yield p
+
+    assert await matcher.ensure_built(members()) == 1  # b said no, c has no date
+    assert await matcher.card_of("a") is not None and await matcher.card_of("b") is None
+    assert await matcher.ensure_built(members()) == 0  # not empty any more: left alone
