@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
-from datetime import date
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date, datetime
 from typing import Any
 
-from bot.flows.engine import Say, StepAction, StepContext
+from bot.flows.engine import FlowEngine, Say, StepAction, StepContext, TurnInput
 from bot.lifestage import is_stage_tag, stage_summary
+from bot.logs import mask_phones
 from bot.matching import Matcher, stage_label
 from bot.points import Points
 from bot.referrals import Referrals
@@ -23,6 +24,9 @@ from store.protocols import Store
 from store.records import Profile
 
 log = logging.getLogger(__name__)
+
+Notify = Callable[[str, list[Say], str], Awaitable[bool]]  # profile, says, idempotency key
+Schedule = Callable[[str, str, int], Awaitable[None]]  # job name, argument, delay seconds
 
 
 def _date(value: Any) -> date | None:
@@ -52,7 +56,9 @@ def match_reward(text: str, catalogue: dict[str, str]) -> str | None:
 class Journeys:
     ACTION_NAMES = ("profile_summary", "complete_signup", "points_summary", "redeem",
                     "referral_qr", "matching_status", "matching_opt_in", "find_sisters",
-                    "invite_sister")
+                    "invite_sister", "answer_invitation", "relay_to_sister", "end_match",
+                    "block_match", "record_feedback")
+    FEEDBACK_AFTER = 7 * 86400  # seconds after an introduction to ask "was this helpful?"
 
     def __init__(self, store: Store, points: Points, members: MembersSettings,
                  referrals: Referrals, matcher: Matcher) -> None:
@@ -61,6 +67,27 @@ class Journeys:
         self._members = members
         self._referrals = referrals
         self._matcher = matcher
+        self._engine: FlowEngine | None = None
+        self._notify: Notify | None = None
+        self._schedule: Schedule | None = None
+
+    def bind(self, engine: FlowEngine, notify: Notify, schedule: Schedule) -> None:
+        """What matching needs to reach the other sister (set once the app is built)."""
+        self._engine, self._notify, self._schedule = engine, notify, schedule
+
+    async def _start_for(self, profile_id: str, flow: str, slots: dict[str, Any],
+                         key: str, now: datetime) -> bool:
+        """Open a flow for another member and send her its first question."""
+        assert self._engine is not None and self._notify is not None
+        inp = TurnInput(profile_id=profile_id, text="", intent=None, confidence=None,
+                        now=now, today=self._points.today(now), source=key)
+        says = await self._engine.begin(inp, flow, slots)
+        return await self._notify(profile_id, says, key)
+
+    async def _tell(self, profile_id: str, template: str, variables: dict[str, Any],
+                    key: str) -> bool:
+        assert self._notify is not None
+        return await self._notify(profile_id, [Say(template, variables)], key)
 
     def actions(self) -> Mapping[str, StepAction]:
         return {name: getattr(self, name) for name in self.ACTION_NAMES}
@@ -209,9 +236,115 @@ class Journeys:
             ctx.vars["invite"] = {"ok": False, "count": len(ids)}
             return []
         sister = ids[choice - 1]
-        invitation = await self._store.matches.invite(ctx.turn.profile_id, sister, ctx.turn.now)
-        await self._matcher.mark_seen(ctx.turn.profile_id, sister)
-        card = await self._matcher.card_of(sister)
+        me = ctx.turn.profile_id
+        invitation = await self._store.matches.invite(me, sister, ctx.turn.now)
+        await self._matcher.mark_seen(me, sister)
+        card, my_card = await self._matcher.card_of(sister), await self._matcher.card_of(me)
         ctx.vars["invite"] = {"ok": invitation is not None,
                               "nickname": card["nickname"] if card else ""}
+        if invitation is not None and my_card is not None:
+            # Double opt-in: she is asked; nothing about either is shared before both say yes.
+            await self._start_for(sister, "sister_invitation", {
+                "invitation": invitation, "from_nickname": my_card["nickname"],
+                "from_stage": stage_label(my_card["anchor"], ctx.turn.today)},
+                f"invite:{invitation}", ctx.turn.now)
+        return []
+
+    async def answer_invitation(self, ctx: StepContext) -> list[Say]:
+        match_id = str(ctx.slots.get("invitation", ""))
+        match = await self._store.matches.get(match_id)
+        accepted = bool(ctx.slots.get("invite_answer"))
+        status = "accepted" if accepted else "declined"
+        if match is None or match["to"] != ctx.turn.profile_id or not \
+                await self._store.matches.set_status(match_id, "invited", status, ctx.turn.now):
+            ctx.vars["answer"] = {"ok": False}
+            return []
+        inviter, me = match["from"], match["to"]
+        inviter_card, my_card = await self._matcher.card_of(inviter), \
+            await self._matcher.card_of(me)
+        inviter_name = inviter_card["nickname"] if inviter_card else ""
+        my_name = my_card["nickname"] if my_card else ""
+        await self._matcher.mark_seen(me, inviter)
+        ctx.vars["answer"] = {"ok": True, "accepted": accepted, "nickname": inviter_name}
+        if not accepted:
+            await self._tell(inviter, "sisters_declined_by", {"nickname": my_name},
+                             f"declined:{match_id}")
+            return []
+        await self._matcher.add_load(inviter, 1)
+        await self._matcher.add_load(me, 1)
+        await self._tell(inviter, "sisters_introduced", {"nickname": my_name},
+                         f"accepted:{match_id}")
+        assert self._schedule is not None
+        await self._schedule("match_feedback", match_id, self.FEEDBACK_AFTER)
+        return []
+
+    async def _partner(self, ctx: StepContext) -> tuple[dict[str, Any] | None, str]:
+        match = await self._store.matches.active_for(ctx.turn.profile_id)
+        if match is None:
+            return None, ""
+        partner = match["to"] if match["from"] == ctx.turn.profile_id else match["from"]
+        return match, partner
+
+    async def relay_to_sister(self, ctx: StepContext) -> list[Say]:
+        """"对姐妹说 …": the text goes to her matched sister; numbers never do."""
+        match, partner = await self._partner(ctx)
+        text = ctx.turn.text
+        for word in ("对姐妹说", "tell my sister"):
+            text = text.replace(word, "")
+        text = mask_phones(text.strip(" :：，,"))
+        if match is None or not text:
+            ctx.vars["relay"] = {"ok": False, "matched": match is not None}
+            return []
+        me = await self._matcher.card_of(ctx.turn.profile_id)
+        await self._tell(partner, "sisters_relay", {
+            "nickname": me["nickname"] if me else "", "text": text},
+            f"relay:{ctx.turn.source or uuid.uuid4().hex}")
+        partner_card = await self._matcher.card_of(partner)
+        ctx.vars["relay"] = {"ok": True, "nickname": partner_card["nickname"]
+                             if partner_card else ""}
+        return []
+
+    async def _close(self, ctx: StepContext, status: str) -> tuple[bool, str]:
+        match, partner = await self._partner(ctx)
+        if match is None or not await self._store.matches.set_status(
+                match["_id"], "accepted", status, ctx.turn.now):
+            return False, ""
+        await self._matcher.add_load(match["from"], -1)
+        await self._matcher.add_load(match["to"], -1)
+        await self._matcher.mark_seen(partner, ctx.turn.profile_id)
+        return True, partner
+
+    async def end_match(self, ctx: StepContext) -> list[Say]:
+        ok, partner = await self._close(ctx, "ended")
+        if ok:
+            await self._tell(partner, "sisters_ended_by_other", {}, f"ended:{partner}:"
+                             f"{ctx.turn.source or uuid.uuid4().hex}")
+        ctx.vars["closed"] = {"ok": ok}
+        return []
+
+    async def block_match(self, ctx: StepContext) -> list[Say]:
+        ok, _ = await self._close(ctx, "blocked")  # the blocked sister is not told
+        ctx.vars["closed"] = {"ok": ok}
+        return []
+
+    async def ask_feedback(self, match_id: str, now: datetime) -> int:
+        """Seven days after an introduction: ask both whether it helped."""
+        match = await self._store.matches.get(match_id)
+        if match is None or match["status"] != "accepted":
+            return 0
+        asked = 0
+        for me, other in ((match["from"], match["to"]), (match["to"], match["from"])):
+            card = await self._matcher.card_of(other)
+            asked += await self._start_for(me, "match_feedback", {
+                "match_id": match_id, "partner": other,
+                "partner_nickname": card["nickname"] if card else ""},
+                f"feedback:{match_id}:{me}", now)
+        return asked
+
+    async def record_feedback(self, ctx: StepContext) -> list[Say]:
+        helpful = bool(ctx.slots.get("feedback_answer"))
+        match_id, partner = str(ctx.slots.get("match_id", "")), str(ctx.slots.get("partner"))
+        if await self._store.matches.add_feedback(match_id, ctx.turn.profile_id, helpful):
+            await self._matcher.add_feedback(partner, helpful)  # feeds her future ranking
+        ctx.vars["feedback"] = {"helpful": helpful}
         return []

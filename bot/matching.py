@@ -103,6 +103,15 @@ class Matcher:
     async def mark_seen(self, profile_id: str, other: str) -> None:
         await self._index.mark_seen(profile_id, other)
 
+    async def add_load(self, profile_id: str, n: int) -> None:
+        """Open matches count against a sister's capacity."""
+        if await self._index.card(profile_id) is not None:
+            await self._index.add_load(profile_id, n)
+
+    async def add_feedback(self, profile_id: str, helpful: bool) -> None:
+        if await self._index.card(profile_id) is not None:
+            await self._index.add_feedback(profile_id, helpful)
+
     async def card_of(self, profile_id: str) -> dict[str, Any] | None:
         return await self._index.card(profile_id)
 

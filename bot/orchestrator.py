@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from bot.flows.engine import FlowEngine, TurnInput
+from bot.flows.engine import FlowEngine, Say, TurnInput
 from bot.messages import InboundMessage, Reply
 from bot.metrics import Metrics
 from bot.rasa import RasaClient, RasaUnavailable
@@ -34,10 +34,13 @@ FLOW_EVENTS = ("subscribe", "click", "scan")
 
 
 class LateSender(Protocol):
-    """Delivers replies after the channel's passive window closed (a durable job)."""
+    """Delivers replies outside a passive reply (a durable job): late answers, and messages
+    the bot starts itself (a sister's invitation, a relayed message)."""
 
     async def send_late(self, msg: InboundMessage, replies: list[Reply], keys: list[str]) -> None:
         ...
+
+    async def push(self, recipient: str, replies: list[Reply], keys: list[str]) -> None: ...
 
 
 class Turn:
@@ -107,6 +110,35 @@ class Orchestrator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return turn
+
+    async def notify(self, profile_id: str, says: list[Say], key: str) -> bool:
+        """Say something to a member who did not just write (durable, at most once per key).
+
+        Rendered in her language, recorded as outbound interactions, pushed through her
+        channel's LateSender (WeChat: the customer-service API). False if her channel
+        cannot push.
+        """
+        profile = await self._store.profiles.get(profile_id)
+        if profile is None or not profile["identities"] or not says:
+            return False
+        ident = profile["identities"][0]
+        sender = self._late.get(ident["channel"])
+        if sender is None:
+            return False
+        lang = profile.get("lang") or self._lang
+        replies = self._merge([self._text(s.template, lang, profile, s.vars) for s in says])
+        keys = [f"push:{key}:{i}" for i in range(len(replies))]
+        now = datetime.now(UTC)
+        for k, reply in zip(keys, replies, strict=True):
+            await self._store.interactions.add({
+                "_id": uuid.uuid4().hex, "profile_id": profile_id, "channel": ident["channel"],
+                "direction": "out", "type": reply.kind, "text": reply.as_text(),
+                "payload": reply.model_dump(mode="json"), "intent": None, "confidence": None,
+                "latency_ms": None, "outcome": "queued", "dedupe_key": k, "ts": now,
+                "delivery": "customer_service"})
+        await sender.push(ident["openid"], replies, keys)
+        await self._store.profiles.count_outbound(profile_id, len(replies))
+        return True
 
     async def drain(self, timeout: float) -> None:
         """Let in-flight turns finish (called on shutdown)."""

@@ -178,6 +178,30 @@ class MongoMatches:
         cursor = self._col.find({"$or": [{"from": profile_id}, {"to": profile_id}]})
         return cast(list[dict[str, Any]], await cursor.to_list(length=None))
 
+    async def get(self, match_id: str) -> dict[str, Any] | None:
+        return cast(dict[str, Any] | None, await self._col.find_one({"_id": match_id}))
+
+    async def set_status(self, match_id: str, expected: str, status: str, now: datetime
+                         ) -> bool:
+        """Move expected -> status; False if it was not in `expected` (already answered)."""
+        result = await self._col.update_one({"_id": match_id, "status": expected},
+                                            {"$set": {"status": status, f"at_{status}": now}})
+        return bool(result.modified_count)
+
+    async def active_for(self, profile_id: str) -> dict[str, Any] | None:
+        """Her latest accepted match, if any."""
+        cursor = self._col.find({"status": "accepted",
+                                 "$or": [{"from": profile_id}, {"to": profile_id}]})
+        docs = await cursor.sort("at_accepted", DESCENDING).limit(1).to_list(length=1)
+        return cast(dict[str, Any], docs[0]) if docs else None
+
+    async def add_feedback(self, match_id: str, profile_id: str, helpful: bool) -> bool:
+        """Record one member's answer once; False if she had answered already."""
+        result = await self._col.update_one(
+            {"_id": match_id, f"feedback.{profile_id}": {"$exists": False}},
+            {"$set": {f"feedback.{profile_id}": helpful}})
+        return bool(result.modified_count)
+
 
 class MongoStore:
     """Both repositories over one database; `embedded` says whether data is in memory."""

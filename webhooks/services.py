@@ -87,6 +87,12 @@ class _Awarder:
         return await self._points.award(profile_id, rule, turn.now, turn.source)
 
 
+async def match_feedback(ctx: dict[str, Any], match_id: str) -> int:
+    """Seven days after two sisters were introduced: ask both whether it helped."""
+    journeys: Journeys = ctx["journeys"]
+    return await journeys.ask_feedback(match_id, datetime.now(UTC))
+
+
 async def refresh_life_stages(ctx: dict[str, Any]) -> int:
     """Daily job: recompute every member's life-stage tags from their dates."""
     journeys: Journeys = ctx["journeys"]
@@ -139,6 +145,12 @@ async def open_services(
         default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
         testers=settings.members.testers,
     )
+    async def schedule(job: str, arg: str, delay: int) -> None:
+        # Job id per (job, argument): asking twice schedules once.
+        await pool.enqueue_job(job, arg, _job_id=f"{keys.queue}:{job}:{arg}",
+                               _queue_name=keys.queue, _defer_by=delay)
+
+    journeys.bind(engine, orchestrator.notify, schedule)
     executor = ActionExecutor()
     register_actions(executor, engine, points)
     services = Services(
@@ -150,6 +162,7 @@ async def open_services(
     )
     services.job_ctx.update(store=store, metrics=metrics, send_marks=services.marks,
                             journeys=journeys, points=points)
+    services.job_functions.append(match_feedback)
     from webhooks.channels import REGISTRY, load_builtin_channels
 
     load_builtin_channels()

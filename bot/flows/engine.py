@@ -130,6 +130,22 @@ class FlowEngine:
             await self._states.clear(inp.profile_id)
         return out
 
+    async def begin(self, inp: TurnInput, flow_id: str, slots: dict[str, Any]) -> list[Say]:
+        """Start a flow for a member who did not ask (an invitation to answer): it goes on
+        top of whatever she is doing, which resumes when it ends."""
+        fs = self._flows.current
+        state = await self._states.get(inp.profile_id) or {}
+        stack: list[dict[str, Any]] = [f for f in state.get("stack", [])
+                                       if f.get("flow") in fs.flows]
+        stack.append({"flow": flow_id, "step": None, "slots": _jsonable(slots)})
+        out: list[Say] = []
+        await self._run(fs, stack, out, inp)
+        if stack:
+            await self._states.set(inp.profile_id, {"stack": stack, "version": fs.version})
+        else:
+            await self._states.clear(inp.profile_id)
+        return out
+
     # -- choosing -----------------------------------------------------------------------
     def _trigger(self, fs: FlowSet, inp: TurnInput) -> str | None:
         if inp.event == "click":

@@ -31,8 +31,11 @@ class WeChatLateSender:
         self._queue = queue
 
     async def send_late(self, msg: InboundMessage, replies: list[Reply], keys: list[str]) -> None:
+        await self.push(msg.sender, replies, keys)
+
+    async def push(self, recipient: str, replies: list[Reply], keys: list[str]) -> None:
         await self._pool.enqueue_job(
-            JOB_NAME, msg.sender, [r.model_dump(mode="json") for r in replies], keys,
+            JOB_NAME, recipient, [r.model_dump(mode="json") for r in replies], keys,
             # arq keeps job ids under its own global "arq:" prefix: namespace them, or two
             # deployments on one Redis would swallow each other's jobs as duplicates.
             _job_id=f"{self._queue}:cs:{keys[0]}", _queue_name=self._queue,
