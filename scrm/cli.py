@@ -265,6 +265,24 @@ def cmd_flows_reload(args: argparse.Namespace) -> None:
     print(f"reloaded: version {data['previous']} -> {data['version']}")
 
 
+def cmd_qr(args: argparse.Namespace) -> None:
+    """A member's referral QR code: created once through WeChat, then the same one."""
+    settings = _settings(args)
+    url = args.url or f"http://127.0.0.1:{settings.app.port}"
+    query = urllib.parse.urlencode({"openid": args.openid})
+    req = urllib.request.Request(f"{url}/admin/api/qrcode?{query}", data=b"",  # noqa: S310
+                                 method="POST",
+                                 headers={"Authorization": f"Bearer {settings.admin.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            qr = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        sys.exit(f"scrm: {json.loads(e.read() or b'{}').get('error', f'HTTP {e.code}')}")
+    except urllib.error.URLError as e:
+        sys.exit(f"scrm: cannot reach {url}: {e.reason}")
+    print(f"scene {qr['scene']}\nimage {qr['image']}\nurl   {qr['url']}")
+
+
 def cmd_points_check(args: argparse.Namespace) -> None:
     """Prove every balance equals its ledger sum (exit 1 if not; --repair fixes them)."""
     settings = _settings(args)
@@ -334,6 +352,11 @@ def main(argv: list[str] | None = None) -> None:
     reload_.add_argument("--dir", default=None)
     reload_.add_argument("--url", default=None)
     reload_.set_defaults(func=cmd_flows_reload)
+
+    qr = sub.add_parser("qr", help="a member's referral QR code")
+    qr.add_argument("openid")
+    qr.add_argument("--url", default=None)
+    qr.set_defaults(func=cmd_qr)
 
     points = sub.add_parser("points", help="the points ledger")
     ptsub = points.add_subparsers(dest="ptcmd", required=True)

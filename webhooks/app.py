@@ -194,6 +194,24 @@ async def admin_referrals(request: web.Request) -> web.Response:
          "referral": p.get("referral")} for p in referred]}))
 
 
+async def admin_qrcode(request: web.Request) -> web.Response:
+    """A member's referral QR code (created once through WeChat, then kept)."""
+    svc = request.app[SERVICES]
+    openid = request.query.get("openid", "")
+    profile = await svc.store.profiles.find_by_identity("wechat", svc.settings.wechat.app_id,
+                                                        openid)
+    if profile is None:
+        return web.json_response({"error": "no such follower"}, status=404)
+    try:
+        qr = await svc.referrals.qr_for(profile)
+    except Exception as e:
+        log.warning("qrcode/create failed", extra={"error": str(e)[:200]})
+        return web.json_response({"error": "WeChat could not create the code"}, status=502)
+    if qr is None:
+        return web.json_response({"error": "not a member yet"}, status=409)
+    return web.json_response(qr)
+
+
 async def admin_flows(request: web.Request) -> web.Response:
     """The live flows: version, and each flow's description and triggers."""
     current = request.app[SERVICES].flows.current
@@ -246,6 +264,7 @@ def create_app(settings: Settings, store: Store | None = None, run_worker: bool 
     app.router.add_get("/admin/api/profiles", admin_profile)
     app.router.add_get("/admin/api/profiles/{profile_id}", admin_profile)
     app.router.add_get("/admin/api/profiles/{profile_id}/referrals", admin_referrals)
+    app.router.add_post("/admin/api/qrcode", admin_qrcode)
     app.router.add_get("/admin/api/flows", admin_flows)
     app.router.add_post("/admin/api/flows/reload", admin_flows_reload)
     app.router.add_post("/admin/api/points/check", admin_points_check)

@@ -52,6 +52,7 @@ class Services:
     flows: FlowRegistry
     points: Points
     journeys: Journeys
+    referrals: Referrals
     metrics: Metrics
     wechat_api: WeChatAPI
     dedupe: Dedupe
@@ -155,7 +156,8 @@ async def open_services(
     register_actions(executor, engine, points)
     services = Services(
         settings=settings, store=store, redis=redis, keys=keys, session=session, rasa=rasa,
-        flows=flows, points=points, journeys=journeys, metrics=metrics, wechat_api=wechat_api,
+        flows=flows, points=points, journeys=journeys, referrals=referrals, metrics=metrics,
+        wechat_api=wechat_api,
         dedupe=Dedupe(redis, keys, settings.app.dedupe_ttl_seconds), order=order,
         tokens=TokenCache(redis, keys), marks=SendMarks(redis, keys), arq=pool,
         orchestrator=orchestrator, executor=executor, late_senders=late_senders,

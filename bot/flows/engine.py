@@ -70,6 +70,8 @@ class Awarder(Protocol):
 class Tagger(Protocol):
     async def update_tags(self, profile_id: str, add: list[str], remove: list[str]) -> None: ...
 
+    async def get(self, profile_id: str) -> Any: ...
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, date | datetime):
@@ -150,6 +152,11 @@ class FlowEngine:
     def _trigger(self, fs: FlowSet, inp: TurnInput) -> str | None:
         if inp.event == "click":
             return fs.route("menu", inp.event_key or "", inp.tester)
+        if inp.event in ("subscribe", "scan") and inp.event_key:
+            # A QR code made for a campaign (store, event, leaflet) starts its own flow.
+            by_scene = fs.route("scenes", inp.event_key, inp.tester)
+            if by_scene:
+                return by_scene
         if inp.event:
             return fs.route("events", inp.event, inp.tester)
         text = inp.text.casefold()
@@ -166,6 +173,12 @@ class FlowEngine:
         return inp.intent == "cancel" or inp.text.strip().casefold() in CANCEL_WORDS
 
     # -- running ------------------------------------------------------------------------
+    async def _profile_view(self, profile_id: str) -> dict[str, Any]:
+        """What conditions see of the member: her fields, tags and membership."""
+        profile = await self._tagger.get(profile_id) or {}
+        return {**profile.get("fields", {}), "tags": list(profile.get("tags", [])),
+                "member": dict(profile.get("member") or {})}
+
     async def _answer(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
                       inp: TurnInput) -> None:
         frame = stack[-1]
@@ -184,7 +197,7 @@ class FlowEngine:
             out.append(Say(template, {"reason": result.reason, "slots": frame["slots"]}))
             return
         frame["slots"][slot.name] = _jsonable(result.value)
-        frame["step"] = self._next(fs, flow, flow.index(step.id), frame["slots"], {})
+        frame["step"] = await self._next(fs, flow, flow.index(step.id), frame["slots"], {}, inp)
         await self._run(fs, stack, out, inp)
 
     async def _run(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
@@ -212,7 +225,7 @@ class FlowEngine:
                 await self._run(fs, stack, out, inp)
                 return
             await self._do(step, frame, variables, out, inp)
-            position = self._next(fs, flow, index, frame["slots"], variables)
+            position = await self._next(fs, flow, index, frame["slots"], variables, inp)
         log.error("flow ran too many steps", extra={"flow": flow.id})
         stack.pop()
 
@@ -246,17 +259,24 @@ class FlowEngine:
         slot = fs.slots[str(step.arg)]
         out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
 
-    def _next(self, fs: FlowSet, flow: Flow, index: int, slots: dict[str, Any],
-              variables: dict[str, Any]) -> str:
+    async def _next(self, fs: FlowSet, flow: Flow, index: int, slots: dict[str, Any],
+                    variables: dict[str, Any], inp: TurnInput) -> str:
         step = flow.steps[index]
+        profile: dict[str, Any] | None = None
         for branch in step.branches:
-            if branch.condition is None or self._true(branch.condition, slots, variables):
+            if branch.condition is not None and "profile" in branch.condition and \
+                    profile is None:
+                profile = await self._profile_view(inp.profile_id)  # only when asked for
+            if branch.condition is None or self._true(branch.condition, slots, variables,
+                                                      profile or {}):
                 return branch.target
         return flow.steps[index + 1].id if index + 1 < len(flow.steps) else END
 
-    def _true(self, expr: str, slots: dict[str, Any], variables: dict[str, Any]) -> bool:
+    def _true(self, expr: str, slots: dict[str, Any], variables: dict[str, Any],
+              profile: dict[str, Any]) -> bool:
         try:
-            return bool(self._env.compile_expression(expr)(slots=slots, **variables))
+            return bool(self._env.compile_expression(expr)(slots=slots, profile=profile,
+                                                           **variables))
         except Exception:
             log.exception("flow condition failed", extra={"condition": expr})
             return False

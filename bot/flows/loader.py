@@ -22,7 +22,7 @@ LANGS = ("zh", "en")
 STEP_KINDS: tuple[StepKind, ...] = ("collect", "say", "action", "tag", "award", "link", "set")
 STEP_KEYS = {*STEP_KINDS, "id", "next", "ask", "reask"}
 FLOW_KEYS = {"description", "triggers", "steps", "cancellable", "interrupts", "draft"}
-TRIGGER_KEYS = {"intents", "keywords", "menu", "events"}
+TRIGGER_KEYS = {"intents", "keywords", "menu", "events", "scenes"}
 SLOT_KEYS = {"validator", "ask", "reask", "sensitive"}
 FILE_KEYS = {"flows", "slots", "templates"}
 
@@ -319,7 +319,7 @@ class _Checker:
         for flow in self.flows.values():
             t = flow.triggers
             for kind, values in (("intent", t.intents), ("keyword", t.keywords),
-                                 ("menu", t.menu), ("event", t.events)):
+                                 ("menu", t.menu), ("event", t.events), ("scene", t.scenes)):
                 for v in values:
                     # A draft may share a live flow's trigger: that is how it is tried out.
                     key = (flow.draft, kind, v.casefold())
@@ -346,7 +346,7 @@ def load_flows(flows_dir: str | Path, known: Known) -> FlowSet:
     drafts: dict[tuple[str, str], str] = {}
     for flow in flows.values():
         table = drafts if flow.draft else live
-        for kind in ("intents", "keywords", "menu", "events"):
+        for kind in ("intents", "keywords", "menu", "events", "scenes"):
             for v in getattr(flow.triggers, kind):
                 table[(kind, v.casefold() if kind == "keywords" else v)] = flow.id
     return FlowSet(flows=flows, slots=checker.slots, version=digest.hexdigest()[:12],

@@ -41,6 +41,7 @@ class Triggers:
     keywords: tuple[str, ...] = ()
     menu: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
+    scenes: tuple[str, ...] = ()  # QR scenes (scene_str): a follow or scan by that code
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Flow:
         raise KeyError(step_id)
 
 
-TriggerKind = Literal["intents", "keywords", "menu", "events"]
+TriggerKind = Literal["intents", "keywords", "menu", "events", "scenes"]
 
 
 @dataclass(frozen=True)

@@ -140,3 +140,35 @@ async def test_a_draft_flow_is_tried_by_testers_before_it_goes_live(
          "triggers: {menu: [MENU_HELP]}")
     assert (await app.client.post("/admin/api/flows/reload", headers=AUTH)).status == 200
     assert await ask_help(app, "o_member") == "新版帮助"
+
+
+async def test_a_campaign_qr_scene_starts_its_flow_and_profile_fields_steer_it(
+        start_app, namespace, rasa_proxy, flows_dir):
+    (flows_dir / "campaign.yml").write_text(
+        "flows:\n"
+        "  store_visit:\n"
+        "    description: 门店海报二维码\n"
+        "    triggers: {scenes: [store_001]}\n"
+        "    steps:\n"
+        "      - say: store_hello\n"
+        "        next:\n"
+        "          - if: \"profile.city == '上海'\"\n"
+        "            then: local\n"
+        "          - else: END\n"
+        "      - id: local\n"
+        "        say: store_local\n"
+        "templates:\n"
+        "  store_hello: {zh: 欢迎来到门店, en: welcome to the store}\n"
+        "  store_local: {zh: 上海的姐妹周六有线下活动, en: Saturday meetup in Shanghai}\n")
+    app = await start_app(make_settings(namespace, rasa_proxy.url,
+                                        app={"flows_dir": str(flows_dir)}), port=APP_PORT)
+    f = Follower(token=TOKEN, openid="o_store")
+    status, body = await app.post_wechat(*f.request(f.event("subscribe", "qrscene_store_001",
+                                                            Ticket="t")))
+    assert status == 200 and f.read_reply(body)["Content"] == "欢迎来到门店"  # not the welcome
+    await app.services.orchestrator.drain(5)
+    p = await app.store.profiles.find_by_identity("wechat", APP_ID, "o_store")
+    await app.store.profiles.update(p["_id"], {"fields.city": "上海"})
+    f.clock = 1_790_000_100
+    status, body = await app.post_wechat(*f.request(f.event("SCAN", "store_001", Ticket="t")))
+    assert f.read_reply(body)["Content"] == "欢迎来到门店\n\n上海的姐妹周六有线下活动"

@@ -98,3 +98,31 @@ async def test_non_members_are_asked_to_join_before_inviting(app, wechat_api):
     erin = Follower(app, "o_erin")
     assert "注册会员后就能邀请好友" in await erin.say("邀请好友")
     assert wechat_api.qr_calls() == []
+
+
+async def test_scrm_qr_makes_a_members_code_through_the_admin_api(app, wechat_api):
+    import asyncio
+    import os
+
+    from tests.conftest import APP_ID, ROOT, TOKEN, scrm_bin
+
+    alice = Follower(app, "o_cli_qr")
+    env = {**os.environ, "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": APP_ID,
+           "SCRM_ADMIN_TOKEN": ADMIN, "SCRM_ENV_FILE": "/dev/null"}
+
+    async def scrm_qr(openid: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            scrm_bin(), "qr", openid, "--url", f"http://127.0.0.1:{APP_PORT}", cwd=ROOT,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, _, err = await scrm_qr("o_cli_qr")
+    assert code == 1 and "no such follower" in err
+    await alice.say("你好")
+    code, _, err = await scrm_qr("o_cli_qr")
+    assert code == 1 and "not a member yet" in err
+    await sign_up(alice, date_answer=(TODAY + timedelta(days=100)).isoformat())
+    code, out, _ = await scrm_qr("o_cli_qr")
+    member_id = (await alice.profile())["member"]["id"]
+    assert code == 0 and f"scene ref_{member_id}" in out and "showqrcode?ticket=" in out
