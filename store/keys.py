@@ -62,6 +62,10 @@ class Keys:
         """Members not to suggest again to this one (invited, declined, blocked, matched)."""
         return self._k("match", "seen", profile_id)
 
+    def flow_inbox(self, profile_id: str) -> str:
+        """Flows the bot started for a member (an invitation); merged by her next turn."""
+        return self._k("flow", profile_id, "inbox")
+
     @property
     def queue(self) -> str:
         """The arq job queue shared by every app process."""

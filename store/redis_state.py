@@ -135,6 +135,24 @@ class FlowStates:
     async def clear(self, profile_id: str) -> None:
         await self._r.delete(self._k.flow_state(profile_id))
 
+    async def deliver(self, profile_id: str, frame: dict[str, Any]) -> None:
+        """Hand a started flow to a member without touching her state: only her own turn
+        (serialized per follower) writes that, so nothing she does at the moment is lost."""
+        key = self._k.flow_inbox(profile_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.rpush(key, json.dumps(frame, ensure_ascii=False))
+        pipe.expire(key, self._ttl)
+        await pipe.execute()
+
+    async def take_inbox(self, profile_id: str) -> list[dict[str, Any]]:
+        """Every delivered frame, oldest first, removed atomically."""
+        key = self._k.flow_inbox(profile_id)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        raw, _ = await pipe.execute()
+        return [cast(dict[str, Any], json.loads(r)) for r in raw]
+
 
 class SendMarks:
     """SET NX markers that make an outbound push at-most-once across job re-runs."""

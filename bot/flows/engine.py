@@ -99,6 +99,10 @@ class FlowEngine:
         state = await self._states.get(inp.profile_id) or {}
         stack: list[dict[str, Any]] = [f for f in state.get("stack", [])
                                        if f.get("flow") in fs.flows]
+        # Flows the bot started for her (an invitation) go on top: she answers them first.
+        inbox = await self._states.take_inbox(inp.profile_id)
+        stack.extend(f for f in inbox if f.get("flow") in fs.flows)
+        state = state or ({"stack": []} if inbox else {})
         out: list[Say] = []
         trigger = self._trigger(fs, inp)
         if stack and inp.event:
@@ -133,19 +137,20 @@ class FlowEngine:
         return out
 
     async def begin(self, inp: TurnInput, flow_id: str, slots: dict[str, Any]) -> list[Say]:
-        """Start a flow for a member who did not ask (an invitation to answer): it goes on
-        top of whatever she is doing, which resumes when it ends."""
+        """Start a flow for a member who did not ask (an invitation to answer).
+
+        It runs on a scratch stack up to its first question; if it then waits for her
+        answer, the frame is delivered to her inbox, and her next turn puts it on top of
+        whatever she is doing (which resumes after it). Her own state is never written here:
+        that is her turn's, serialized per follower.
+        """
         fs = self._flows.current
-        state = await self._states.get(inp.profile_id) or {}
-        stack: list[dict[str, Any]] = [f for f in state.get("stack", [])
-                                       if f.get("flow") in fs.flows]
-        stack.append({"flow": flow_id, "step": None, "slots": _jsonable(slots)})
+        stack: list[dict[str, Any]] = [
+            {"flow": flow_id, "step": None, "slots": _jsonable(slots)}]
         out: list[Say] = []
         await self._run(fs, stack, out, inp)
-        if stack:
-            await self._states.set(inp.profile_id, {"stack": stack, "version": fs.version})
-        else:
-            await self._states.clear(inp.profile_id)
+        for frame in stack:
+            await self._states.deliver(inp.profile_id, frame)
         return out
 
     # -- choosing -----------------------------------------------------------------------

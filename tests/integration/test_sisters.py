@@ -136,3 +136,20 @@ async def test_block_ends_the_match_without_telling_her(app_api, wechat_api):
     await asyncio.sleep(0.3)
     assert len(await pushed_to(wechat_api, "o_lin2")) == before  # nothing sent to her
     assert (await app_api.store.matches.get(match_id))["status"] == "blocked"
+
+
+async def test_an_invitation_mid_journey_is_answered_first_then_her_journey_resumes(
+        app_api, wechat_api):
+    lin = Chat(app_api, "o_lin3")
+    await sign_up(lin, nickname="小林", date_answer=(TODAY + timedelta(days=60)).isoformat())
+    await lin.say("找姐妹")
+    await lin.say("同意")
+    assert "隐私政策" in await lin.say("我要注册")  # she starts updating her details
+    mei = Chat(app_api, "o_mei3")
+    await sign_up(mei, nickname="小美", date_answer=(TODAY + timedelta(days=100)).isoformat())
+    await mei.say("找姐妹")
+    await mei.say("同意")
+    await mei.say("1")  # the invitation reaches lin while her sign-up waits for an answer
+    reply = await lin.say("同意")
+    assert "你和 小美 已经认识啦" in reply and "隐私政策" in reply  # answered, then resumed
+    assert "敏感个人信息" in await lin.say("同意")  # and the sign-up goes on
