@@ -227,17 +227,20 @@ class Orchestrator:
         intent: str | None = None
         confidence: float | None = None
         event: str | None = None
+        nlu_down = False
         if msg.kind == "text" or (msg.kind == "voice" and msg.text):
             text = (msg.text or "").strip()
             if not text:
                 return [self._text("help", lang, profile)], "replied", None, None
             try:
                 parsed = await self._rasa.parse(text, msg.follower)
+                intent, confidence = parsed.intent, parsed.confidence
             except RasaUnavailable as e:
+                # Answering a question she was asked needs no NLU: the flows still run,
+                # and only what needs Rasa gets the apology.
                 self._metrics.rasa_errors.inc()
                 log.warning("rasa unavailable", extra={"error": str(e)})
-                return [self._text("apology", lang, profile)], "rasa_unavailable", None, None
-            intent, confidence = parsed.intent, parsed.confidence
+                nlu_down = True
         elif msg.kind == "event" and msg.event in FLOW_EVENTS:
             event = msg.event  # follows, menu taps and QR scans start flows directly
         elif msg.kind == "event":
@@ -260,8 +263,11 @@ class Orchestrator:
             # without an outcome; the log gets the detail.
             log.exception("flow turn failed", extra={"intent": intent})
             return [self._text("apology", lang, profile)], "error", intent, confidence
+        if nlu_down and [s.template for s in says] == ["fallback"]:
+            return [self._text("apology", lang, profile)], "rasa_unavailable", None, None
         replies = self._merge([self._text(s.template, lang, profile, s.vars) for s in says])
-        return replies, ("replied" if replies else "no_reply"), intent, confidence
+        outcome = "rasa_unavailable" if nlu_down else ("replied" if replies else "no_reply")
+        return replies, outcome, intent, confidence
 
     @staticmethod
     def _merge(replies: list[Reply]) -> list[Reply]:

@@ -144,14 +144,16 @@ class FlowStates:
         pipe.expire(key, self._ttl)
         await pipe.execute()
 
-    async def take_inbox(self, profile_id: str) -> list[dict[str, Any]]:
-        """Every delivered frame, oldest first, removed atomically."""
-        key = self._k.flow_inbox(profile_id)
-        pipe = self._r.pipeline(transaction=True)
-        pipe.lrange(key, 0, -1)
-        pipe.delete(key)
-        raw, _ = await pipe.execute()
+    async def peek_inbox(self, profile_id: str) -> list[dict[str, Any]]:
+        """Every delivered frame, oldest first, left in place until `ack_inbox`."""
+        raw = await cast(Awaitable[list[bytes]],
+                         self._r.lrange(self._k.flow_inbox(profile_id), 0, -1))
         return [cast(dict[str, Any], json.loads(r)) for r in raw]
+
+    async def ack_inbox(self, profile_id: str, n: int) -> None:
+        """Drop the first n frames, once the turn that took them saved her state (a failed
+        turn leaves them for the next one; frames delivered meanwhile stay)."""
+        await cast(Awaitable[Any], self._r.ltrim(self._k.flow_inbox(profile_id), n, -1))
 
 
 class SendMarks:

@@ -83,6 +83,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _push(stack: list[dict[str, Any]], frame: dict[str, Any]) -> None:
+    """Put a frame on top, dropping any older frame of the same flow: a member is never
+    two times inside one flow (a re-tapped menu, a re-sent invitation)."""
+    stack[:] = [f for f in stack if f.get("flow") != frame.get("flow")]
+    stack.append(frame)
+
+
 class FlowEngine:
     def __init__(self, flows: FlowSource, states: FlowStates, actions: Mapping[str, StepAction],
                  awarder: Awarder, tagger: Tagger, fallback_threshold: float = 0.55) -> None:
@@ -98,17 +105,23 @@ class FlowEngine:
         fs = self._flows.current  # one version for the whole turn, even if reloaded meanwhile
         state = await self._states.get(inp.profile_id) or {}
         stack: list[dict[str, Any]] = [f for f in state.get("stack", [])
-                                       if f.get("flow") in fs.flows]
-        # Flows the bot started for her (an invitation) go on top: she answers them first.
-        inbox = await self._states.take_inbox(inp.profile_id)
-        stack.extend(f for f in inbox if f.get("flow") in fs.flows)
-        state = state or ({"stack": []} if inbox else {})
+                                       if f.get("flow") in fs.flows and self._fresh(fs, f)]
+        inbox = [f for f in await self._states.peek_inbox(inp.profile_id)
+                 if f.get("flow") in fs.flows]
         out: list[Say] = []
+        if inbox and not stack:
+            # She is not in the middle of anything: the question the bot sent her (an
+            # invitation) is the one this message answers.
+            for frame in inbox:
+                _push(stack, frame)
+            inbox_done = True
+        else:
+            inbox_done = not inbox
         trigger = self._trigger(fs, inp)
         if stack and inp.event:
             # A tap or an event is never an answer: it starts its flow, or re-asks.
             if trigger:
-                stack.append({"flow": trigger, "step": None, "slots": {}})
+                _push(stack, {"flow": trigger, "step": None, "slots": {}})
                 await self._run(fs, stack, out, inp)
             else:
                 await self._resume(fs, stack, out)
@@ -119,22 +132,44 @@ class FlowEngine:
                 out.append(Say("flow_cancelled"))
                 await self._resume(fs, stack, out)
             elif trigger and trigger != top.id and fs.flows[trigger].interrupts:
-                stack.append({"flow": trigger, "step": None, "slots": {}})
+                _push(stack, {"flow": trigger, "step": None, "slots": {}})
                 await self._run(fs, stack, out, inp)
             else:
                 await self._answer(fs, stack, out, inp)
         elif trigger:
-            stack.append({"flow": trigger, "step": None, "slots": {}})
+            _push(stack, {"flow": trigger, "step": None, "slots": {}})
             await self._run(fs, stack, out, inp)
         elif inp.event == "click":
             out.append(Say("menu_unknown"))
         elif not inp.event:  # other events without a flow (scan, ...) are only recorded
             out.append(Say("fallback"))
+        if not inbox_done:
+            # She was answering her own question; the bot's goes on top now, and is asked
+            # in this reply, so she answers it knowingly with her next message.
+            for frame in inbox:
+                _push(stack, frame)
+            await self._resume(fs, stack, out)
         if stack:
             await self._states.set(inp.profile_id, {"stack": stack, "version": fs.version})
         elif state:
             await self._states.clear(inp.profile_id)
+        if inbox:
+            await self._states.ack_inbox(inp.profile_id, len(inbox))  # only once saved
         return out
+
+    @staticmethod
+    def _fresh(fs: FlowSet, frame: dict[str, Any]) -> bool:
+        """False if a reload changed the step this frame waits at (renumbered, or no
+        longer asking for the same slot): the frame is then dropped, not misread."""
+        if frame.get("step") is None:
+            return True
+        flow = fs.flows[frame["flow"]]
+        try:
+            step = flow.steps[flow.index(frame["step"])]
+        except KeyError:
+            return False
+        return step.kind == "collect" and str(step.arg) in fs.slots and (
+            frame.get("slot") in (None, str(step.arg)))
 
     async def begin(self, inp: TurnInput, flow_id: str, slots: dict[str, Any]) -> list[Say]:
         """Start a flow for a member who did not ask (an invitation to answer).
@@ -190,12 +225,12 @@ class FlowEngine:
         flow = fs.flows[frame["flow"]]
         try:
             step = flow.steps[flow.index(frame["step"])]
+            slot = fs.slots[str(step.arg)]
         except (KeyError, TypeError):
             # The flow changed under this member (reload): start it again, cleanly.
             frame.update(step=None, slots={})
             await self._run(fs, stack, out, inp)
             return
-        slot = fs.slots[str(step.arg)]
         result = get_validator(slot.validator)(inp.text, inp.today)
         if isinstance(result, Invalid):
             template = step.reask or slot.reask or step.ask or slot.ask or "fallback"
@@ -222,11 +257,13 @@ class FlowEngine:
             step = flow.steps[index]
             if step.kind == "collect":
                 frame["step"] = step.id
+                frame["slot"] = str(step.arg)
                 slot = fs.slots[str(step.arg)]
                 out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
                 return
             if step.kind == "link":
-                stack[-1] = {"flow": str(step.arg), "step": None, "slots": {}}
+                stack.pop()
+                _push(stack, {"flow": str(step.arg), "step": None, "slots": {}})
                 await self._run(fs, stack, out, inp)
                 return
             await self._do(step, frame, variables, out, inp)
@@ -258,10 +295,11 @@ class FlowEngine:
         flow = fs.flows[frame["flow"]]
         try:
             step = flow.steps[flow.index(frame["step"])]
+            slot = fs.slots[str(step.arg)]
         except (KeyError, TypeError):
-            stack.pop()
+            stack.pop()  # nothing to resume here (changed by a reload): the one below, then
+            await self._resume(fs, stack, out)
             return
-        slot = fs.slots[str(step.arg)]
         out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
 
     async def _next(self, fs: FlowSet, flow: Flow, index: int, slots: dict[str, Any],

@@ -256,3 +256,13 @@ async def test_a_failing_flow_step_gets_the_apology_and_is_recorded(app, monkeyp
     _, log = await interactions(app, "o_boom")
     assert log[0]["outcome"] == "error" and log[0]["intent"] == "whoami"
     assert log[1]["direction"] == "out" and "稍后再试" in log[1]["text"]
+
+
+async def test_with_rasa_down_questions_can_still_be_answered(start_app, namespace):
+    app = await start_app(make_settings(namespace, closed_port_url()))
+    f = Follower(token=TOKEN, openid="o_nlu_down")
+    assert "稍后再试" in (await say(app, f, f.text("你好")))["Content"]  # needs NLU: apology
+    assert "隐私政策" in (await say(app, f, f.text("我要注册")))["Content"]  # a keyword
+    assert "敏感个人信息" in (await say(app, f, f.text("同意")))["Content"]  # an answer
+    _, log = await interactions(app, "o_nlu_down")
+    assert [i["outcome"] for i in log if i["direction"] == "in"] == ["rasa_unavailable"] * 3

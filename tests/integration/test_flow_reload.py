@@ -172,3 +172,24 @@ async def test_a_campaign_qr_scene_starts_its_flow_and_profile_fields_steer_it(
     f.clock = 1_790_000_100
     status, body = await app.post_wechat(*f.request(f.event("SCAN", "store_001", Ticket="t")))
     assert f.read_reply(body)["Content"] == "欢迎来到门店\n\n上海的姐妹周六有线下活动"
+
+
+async def test_a_reload_that_renumbers_steps_never_misreads_a_waiting_answer(app, flows_dir):
+    f = Follower(token=TOKEN, openid="o_waiting")
+
+    async def say(text: str) -> str:
+        status, body = await app.post_wechat(*f.request(f.text(text)))
+        assert status == 200
+        return f.read_reply(body).get("Content", "")
+
+    for answer in ("我要注册", "同意", "同意"):
+        await say(answer)
+    assert "手机号" in await say("小美")  # waiting for her mobile number (an unnamed step)
+    edit(flows_dir / "signup.yml", "    steps:\n      - collect: consent_privacy",
+         "    steps:\n      - say: signup_ask_nickname\n      - collect: consent_privacy")
+    assert (await app.client.post("/admin/api/flows/reload", headers=AUTH)).status == 200
+    reply = await say("13812345678")
+    assert "13812345678，" not in reply  # never taken as her nickname under the new numbering
+    await app.services.orchestrator.drain(5)
+    p = await app.store.profiles.find_by_identity("wechat", APP_ID, "o_waiting")
+    assert "nickname" not in p["fields"]

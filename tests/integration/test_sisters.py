@@ -138,7 +138,7 @@ async def test_block_ends_the_match_without_telling_her(app_api, wechat_api):
     assert (await app_api.store.matches.get(match_id))["status"] == "blocked"
 
 
-async def test_an_invitation_mid_journey_is_answered_first_then_her_journey_resumes(
+async def test_an_invitation_mid_journey_is_asked_after_her_own_question(
         app_api, wechat_api):
     lin = Chat(app_api, "o_lin3")
     await sign_up(lin, nickname="小林", date_answer=(TODAY + timedelta(days=60)).isoformat())
@@ -150,6 +150,20 @@ async def test_an_invitation_mid_journey_is_answered_first_then_her_journey_resu
     await mei.say("找姐妹")
     await mei.say("同意")
     await mei.say("1")  # the invitation reaches lin while her sign-up waits for an answer
+    # Her "同意" answers her own (privacy) question; then the invitation is put to her.
     reply = await lin.say("同意")
-    assert "你和 小美 已经认识啦" in reply and "隐私政策" in reply  # answered, then resumed
-    assert "敏感个人信息" in await lin.say("同意")  # and the sign-up goes on
+    assert "敏感个人信息" in reply and "小美（孕25周）想认识你" in reply
+    assert "认识啦" not in reply  # nothing accepted on her behalf
+    reply = await lin.say("同意")  # now, knowingly, to the invitation
+    assert "你和 小美 已经认识啦" in reply and "敏感个人信息" in reply  # then sign-up resumes
+    assert "怎么称呼" in await lin.say("同意")
+
+
+async def test_an_unseen_invitation_is_asked_in_full_before_any_answer_counts(
+        app_api, wechat_api):
+    lin, _mei, match_id = await two_matched_sisters(app_api, wechat_api)
+    # Say the push never reached her: her next message is not taken as an answer.
+    reply = await lin.say("你好")
+    assert "小美（孕25周）想认识你" in reply and "愿意吗" in reply
+    assert (await app_api.store.matches.get(match_id))["status"] == "invited"
+    assert "不会告诉对方原因" in await lin.say("不同意")

@@ -25,3 +25,9 @@ def test_json_line_with_request_id_and_extras():
     data = json.loads(line)
     assert data["request_id"] == "rid-1" and data["outcome"] == "replied"
     assert data["msg"] == "turn done" and "13912345678" not in line
+
+
+def test_phone_numbers_written_with_separators_or_full_width_are_masked():
+    assert mask_phones("138 1234 5678") == "138****5678"
+    assert mask_phones("电话138-1234-5678。") == "电话138****5678。"
+    assert mask_phones("１３８１２３４５６７８") == "138****5678"
