@@ -150,27 +150,37 @@ def cmd_chat(args: argparse.Namespace) -> None:
             send(follower.text(line))
 
 
-def _admin_get(url: str, token: str) -> Any:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the admin API
-        return json.loads(resp.read())
+def _admin(settings: Settings, url: str | None, method: str, path: str,
+           timeout: float = 30) -> tuple[int, Any]:
+    """Call the running server's admin API: (HTTP status, JSON body). Exits if unreachable."""
+    base = url or f"http://127.0.0.1:{settings.app.port}"
+    if not settings.admin.token:
+        sys.exit("scrm: SCRM_ADMIN_TOKEN is not set; the admin API refuses every call")
+    req = urllib.request.Request(  # noqa: S310 - the operator's own server
+        f"{base}{path}", data=b"" if method == "POST" else None, method=method,
+        headers={"Authorization": f"Bearer {settings.admin.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        try:
+            return e.code, json.loads(body)
+        except ValueError:
+            return e.code, {"error": body.decode(errors="replace")[:200] or f"HTTP {e.code}"}
+    except urllib.error.URLError as e:
+        sys.exit(f"scrm: cannot reach {base}: {e.reason} (is the server running?)")
 
 
 def cmd_profile_show(args: argparse.Namespace) -> None:
     from bot.logs import mask_phones
 
     settings = _settings(args)
-    if not settings.admin.token:
-        sys.exit("scrm: SCRM_ADMIN_TOKEN is not set; the admin API refuses every call")
-    url = args.url or f"http://127.0.0.1:{settings.app.port}"
     query = urllib.parse.urlencode({"openid": args.openid, "channel": args.channel,
                                     "limit": args.limit})
-    try:
-        data = _admin_get(f"{url}/admin/api/profiles?{query}", settings.admin.token)
-    except urllib.error.HTTPError as e:
-        sys.exit(f"scrm: HTTP {e.code}: {e.read().decode(errors='replace')[:200]}")
-    except urllib.error.URLError as e:
-        sys.exit(f"scrm: cannot reach {url}: {e.reason} (is the server running?)")
+    status, data = _admin(settings, args.url, "GET", f"/admin/api/profiles?{query}")
+    if status != 200:
+        sys.exit(f"scrm: {data.get('error', f'HTTP {status}')}")
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -248,56 +258,33 @@ def cmd_flows_reload(args: argparse.Namespace) -> None:
             print("NLU data unchanged: no retraining, the running model stays.")
     except urllib.error.URLError as e:
         sys.exit(f"scrm: cannot reach Rasa at {rasa_url}: {e}")
-    url = args.url or f"http://127.0.0.1:{settings.app.port}"
-    req = urllib.request.Request(f"{url}/admin/api/flows/reload", data=b"", method="POST",  # noqa: S310
-                                 headers={"Authorization": f"Bearer {settings.admin.token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            data = json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        data = json.loads(e.read() or b"{}")
+    status, data = _admin(settings, args.url, "POST", "/admin/api/flows/reload")
+    if status != 200:
         for err in data.get("errors", []):
             print(err)
-        sys.exit(f"scrm: the server refused the flows (HTTP {e.code}); it keeps version "
+        sys.exit(f"scrm: the server refused the flows (HTTP {status}); it keeps version "
                  f"{data.get('version')}")
-    except urllib.error.URLError as e:
-        sys.exit(f"scrm: cannot reach {url}: {e.reason}")
     print(f"reloaded: version {data['previous']} -> {data['version']}")
 
 
 def cmd_qr(args: argparse.Namespace) -> None:
     """A member's referral QR code: created once through WeChat, then the same one."""
     settings = _settings(args)
-    url = args.url or f"http://127.0.0.1:{settings.app.port}"
     query = urllib.parse.urlencode({"openid": args.openid})
-    req = urllib.request.Request(f"{url}/admin/api/qrcode?{query}", data=b"",  # noqa: S310
-                                 method="POST",
-                                 headers={"Authorization": f"Bearer {settings.admin.token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            qr = json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        sys.exit(f"scrm: {json.loads(e.read() or b'{}').get('error', f'HTTP {e.code}')}")
-    except urllib.error.URLError as e:
-        sys.exit(f"scrm: cannot reach {url}: {e.reason}")
+    status, qr = _admin(settings, args.url, "POST", f"/admin/api/qrcode?{query}")
+    if status != 200:
+        sys.exit(f"scrm: {qr.get('error', f'HTTP {status}')}")
     print(f"scene {qr['scene']}\nimage {qr['image']}\nurl   {qr['url']}")
 
 
 def cmd_points_check(args: argparse.Namespace) -> None:
     """Prove every balance equals its ledger sum (exit 1 if not; --repair fixes them)."""
     settings = _settings(args)
-    url = args.url or f"http://127.0.0.1:{settings.app.port}"
     query = "?repair=1" if args.repair else ""
-    req = urllib.request.Request(f"{url}/admin/api/points/check{query}", data=b"",  # noqa: S310
-                                 method="POST",
-                                 headers={"Authorization": f"Bearer {settings.admin.token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310
-            data = json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        sys.exit(f"scrm: HTTP {e.code}: {e.read().decode(errors='replace')[:200]}")
-    except urllib.error.URLError as e:
-        sys.exit(f"scrm: cannot reach {url}: {e.reason}")
+    status, data = _admin(settings, args.url, "POST", f"/admin/api/points/check{query}",
+                          timeout=120)
+    if status != 200:
+        sys.exit(f"scrm: {data.get('error', f'HTTP {status}')}")
     for m in data["mismatches"]:
         print(f"{m['profile_id']}: balance {m['balance']} but ledger sum {m['ledger_sum']}; "
               f"earned {m['earned']} but ledger {m['ledger_earned']}")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from jinja2.sandbox import SandboxedEnvironment
 
-from bot.flows.model import END, Flow, FlowSet, Step
+from bot.flows.model import END, Flow, FlowSet, Slot, Step
 from bot.validators import Invalid, get_validator
 from store.redis_state import FlowStates
 
@@ -219,18 +219,26 @@ class FlowEngine:
         return {**profile.get("fields", {}), "tags": list(profile.get("tags", [])),
                 "member": dict(profile.get("member") or {})}
 
-    async def _answer(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
-                      inp: TurnInput) -> None:
-        frame = stack[-1]
+    @staticmethod
+    def _waiting(fs: FlowSet, frame: dict[str, Any]) -> tuple[Flow, Step, Slot] | None:
+        """The flow, step and slot a frame waits on; None if a reload took them away."""
         flow = fs.flows[frame["flow"]]
         try:
             step = flow.steps[flow.index(frame["step"])]
-            slot = fs.slots[str(step.arg)]
+            return flow, step, fs.slots[str(step.arg)]
         except (KeyError, TypeError):
+            return None
+
+    async def _answer(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
+                      inp: TurnInput) -> None:
+        frame = stack[-1]
+        waiting = self._waiting(fs, frame)
+        if waiting is None:
             # The flow changed under this member (reload): start it again, cleanly.
             frame.update(step=None, slots={})
             await self._run(fs, stack, out, inp)
             return
+        flow, step, slot = waiting
         result = get_validator(slot.validator)(inp.text, inp.today)
         if isinstance(result, Invalid):
             template = step.reask or slot.reask or step.ask or slot.ask or "fallback"
@@ -292,14 +300,12 @@ class FlowEngine:
         if not stack:
             return
         frame = stack[-1]
-        flow = fs.flows[frame["flow"]]
-        try:
-            step = flow.steps[flow.index(frame["step"])]
-            slot = fs.slots[str(step.arg)]
-        except (KeyError, TypeError):
+        waiting = self._waiting(fs, frame)
+        if waiting is None:
             stack.pop()  # nothing to resume here (changed by a reload): the one below, then
             await self._resume(fs, stack, out)
             return
+        _, step, slot = waiting
         out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
 
     async def _next(self, fs: FlowSet, flow: Flow, index: int, slots: dict[str, Any],
