@@ -84,6 +84,8 @@ class Matcher:
         restart, or for a new deployment). Returns how many were loaded."""
         cards: dict[str, dict[str, Any]] = {}
         async for profile in profiles:
+            if (profile.get("follow") or {}).get("state") == "unsubscribed":
+                continue  # she left the official account: nobody can reach her
             if (profile.get("consents") or {}).get("matching", {}).get("accepted"):
                 card = self.card(profile)
                 if card is not None:

@@ -94,10 +94,13 @@ async def test_without_a_card_nobody_is_found(matcher):
 
 async def test_an_empty_index_is_rebuilt_from_consenting_profiles(matcher):
     async def members():
-        for p in [profile("a", "A", due=90), profile("b", "B", due=80), profile("c", "C")]:
+        gone = profile("d", "D", due=85)
+        gone["follow"] = {"state": "unsubscribed"}
+        for p in [profile("a", "A", due=90), profile("b", "B", due=80), profile("c", "C"), gone]:
             p["consents"] = {"matching": {"accepted": p["_id"] != "b"}}
             yield p
 
-    assert await matcher.ensure_built(members()) == 1  # b said no, c has no date
+    # b said no, c has no date, d unfollowed
+    assert await matcher.ensure_built(members()) == 1
     assert await matcher.card_of("a") is not None and await matcher.card_of("b") is None
     assert await matcher.ensure_built(members()) == 0  # not empty any more: left alone
