@@ -68,6 +68,27 @@ class Services:
     channels: dict[str, Channel] = field(default_factory=dict)
 
 
+async def supervise(make_worker: Callable[[], Worker], pause: float = 1.0) -> None:
+    """Run the job worker for the life of the app; start a new one when it dies.
+
+    arq's worker loop ends on a Redis connection error: without this, late replies and
+    scheduled jobs would stop after a Redis restart until the app itself restarted.
+    """
+    while True:
+        worker = make_worker()
+        try:
+            await worker.async_run()
+            return  # closed on purpose
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("job worker stopped; starting a new one",
+                        extra={"error": f"{type(e).__name__}: {e}"[:200]})
+            with contextlib.suppress(Exception):
+                await worker.close()
+            await asyncio.sleep(pause)
+
+
 class _WeChatQr:
     """Referral QR codes through the official account's API."""
 
@@ -181,10 +202,9 @@ async def open_services(
     # The matching index is derived from profiles: after a Redis restart it is rebuilt in
     # the background while the app already answers (matching just finds fewer sisters).
     rebuild = asyncio.create_task(matcher.ensure_built(store.profiles.members()))
-    worker: Worker | None = None
-    worker_task: asyncio.Task[None] | None = None
-    if run_worker and services.job_functions:
-        # The job worker runs inside every app process, so several processes share the work.
+    current: list[Worker] = []
+
+    def make_worker() -> Worker:
         worker = Worker(
             functions=services.job_functions, queue_name=keys.queue,
             cron_jobs=[cron(refresh_life_stages, hour={16}, minute={5}, unique=True,
@@ -192,7 +212,13 @@ async def open_services(
             redis_settings=arq_settings, handle_signals=False, ctx=services.job_ctx,
             poll_delay=0.05, max_tries=8, keep_result=3600, log_results=False, timezone=UTC,
         )
-        worker_task = asyncio.create_task(worker.async_run())
+        current[:] = [worker]
+        return worker
+
+    worker_task: asyncio.Task[None] | None = None
+    if run_worker and services.job_functions:
+        # The job worker runs inside every app process, so several processes share the work.
+        worker_task = asyncio.create_task(supervise(make_worker))
     try:
         yield services
     finally:
@@ -201,12 +227,13 @@ async def open_services(
             rebuild.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await rebuild
-        if worker is not None:
-            await worker.close()
         if worker_task is not None:
-            worker_task.cancel()
+            worker_task.cancel()  # stop the supervisor first, then close its worker
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker_task
+        for worker in current:
+            with contextlib.suppress(Exception):
+                await worker.close()
         await pool.aclose()
         await session.close()
         await redis.aclose()
