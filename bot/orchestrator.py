@@ -23,6 +23,8 @@ from bot.metrics import Metrics
 from bot.rasa import RasaClient, RasaUnavailable
 from bot.referrals import Referrals
 from bot.templates import TemplateProblem, TemplateSource, detect_lang
+from store.errors import StoreUnavailable
+from store.outbox import Outbox
 from store.protocols import Store
 from store.records import FollowState, Identity, Interaction, Profile
 from store.redis_state import FollowerOrder
@@ -83,6 +85,7 @@ class Orchestrator:
         metrics: Metrics,
         late_senders: Mapping[str, LateSender],
         referrals: Referrals | None = None,
+        outbox: Outbox | None = None,
         default_lang: str = "zh",
         order_wait: float = 30.0,
         testers: Collection[str] = (),
@@ -99,6 +102,7 @@ class Orchestrator:
         self._order_wait = order_wait
         self._testers = set(testers)
         self._referrals = referrals
+        self._outbox = outbox
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, msg: InboundMessage, received: float | None = None) -> Turn:
@@ -110,6 +114,47 @@ class Orchestrator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return turn
+
+    async def replay_outbox(self, batch: int = 100) -> int:
+        """Write what the outbox holds, oldest first, each exactly once (a message already
+        on record is skipped). Stops at the first failure, to keep the order."""
+        if self._outbox is None:
+            return 0
+        written = 0
+        for entry_id, entry in await self._outbox.pending(batch):
+            msg = InboundMessage.model_validate(entry["msg"])
+            try:
+                await self._record_late(msg, datetime.fromisoformat(entry["received_at"]))
+            except StoreUnavailable:
+                break
+            await self._outbox.done(entry_id)
+            written += 1
+        if written:
+            log.info("outbox written", extra={"count": written})
+        return written
+
+    async def _record_late(self, msg: InboundMessage, received_at: datetime) -> None:
+        """Record a message (and the apology it got) that arrived while the store was down."""
+        key = f"in:{msg.channel}:{msg.dedupe_key}"
+        if await self._store.interactions.get(key) is not None:
+            return  # written before the failure, or by an earlier replay
+        identity: Identity = {"channel": msg.channel, "app_id": msg.app_id,
+                              "openid": msg.sender, "unionid": msg.unionid}
+        profile = await self._store.profiles.touch(identity, received_at,
+                                                   detect_lang(msg.text, "") or None)
+        kind = f"event:{msg.event}" if msg.kind == "event" else msg.kind
+        inbound = self._interaction(profile, msg, "in", kind, msg.text, msg.payload, received_at)
+        inbound.update({"dedupe_key": key, "outcome": "store_unavailable"})
+        if not await self._store.interactions.add(inbound):
+            return
+        apology = Reply(kind="text", text=self._render_safe(
+            "apology", profile.get("lang") or self._lang, {}))
+        out = self._interaction(profile, msg, "out", "text", apology.text,
+                                apology.model_dump(mode="json"), received_at)
+        out.update({"dedupe_key": outbound_key(key, 0), "outcome": "sent",
+                    "delivery": "passive"})
+        await self._store.interactions.add(out)
+        await self._store.profiles.count_outbound(profile["_id"], 1)
 
     async def notify(self, profile_id: str, says: list[Say], key: str) -> bool:
         """Say something to a member who did not just write (durable, at most once per key).
@@ -151,6 +196,15 @@ class Orchestrator:
             if not await self._order.wait_turn(msg.follower, ticket, self._order_wait):
                 log.warning("order wait gave up", extra={"ticket": ticket})
             await self._handle(msg, turn, received)
+        except StoreUnavailable as e:
+            # The database is down: keep the message in the durable outbox, written in
+            # order when it is back; the follower gets the apology now.
+            turn.resolve([Reply(kind="text", text=self._render_safe("apology", self._lang, {}))])
+            log.warning("store unavailable, message kept in the outbox",
+                        extra={"error": str(e)[:200]})
+            if self._outbox is not None:
+                await self._outbox.add({"msg": msg.model_dump(mode="json"),
+                                        "received_at": datetime.now(UTC).isoformat()})
         except Exception:
             log.exception("turn failed", extra={"dedupe_key": msg.dedupe_key})
             turn.resolve([Reply(kind="text", text=self._render_safe("apology", self._lang, {}))])

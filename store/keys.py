@@ -67,6 +67,11 @@ class Keys:
         return self._k("flow", profile_id, "inbox")
 
     @property
+    def outbox(self) -> str:
+        """Stream of inbound messages waiting for the database to come back."""
+        return self._k("outbox")
+
+    @property
     def queue(self) -> str:
         """The arq job queue shared by every app process."""
         return self._k("jobs")

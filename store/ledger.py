@@ -18,6 +18,8 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from store.errors import guarded
+
 
 @dataclass(frozen=True)
 class Award:
@@ -50,6 +52,7 @@ class Mismatch:
     ledger_earned: int
 
 
+@guarded
 class MongoLedger:
     """Points ledger and reward catalogue over the database that holds `profiles`."""
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from store.errors import guarded
 from store.ledger import MongoLedger
 from store.records import FollowState, Identity, Interaction, Profile, identity_key
 
@@ -28,6 +29,7 @@ EMBEDDED_WARNING = (
 )
 
 
+@guarded
 class MongoProfiles:
     def __init__(self, db: Any) -> None:
         self._col = db["profiles"]
@@ -120,6 +122,7 @@ class MongoProfiles:
         )
 
 
+@guarded
 class MongoInteractions:
     def __init__(self, db: Any) -> None:
         self._col = db["interactions"]
@@ -153,6 +156,7 @@ class MongoInteractions:
         return int(await self._col.count_documents(query))
 
 
+@guarded
 class MongoMatches:
     """Sister matches: one document per invitation, its status, and the feedback."""
 

@@ -31,6 +31,7 @@ from bot.settings import Settings
 from store.keys import Keys
 from store.match_index import MatchIndex
 from store.mongo import MongoStore
+from store.outbox import Outbox
 from store.protocols import Store
 from store.redis_state import Dedupe, FlowStates, FollowerOrder, SendMarks, TokenCache
 from webhooks.wechat.api import WeChatAPI
@@ -163,7 +164,7 @@ async def open_services(
     orchestrator = Orchestrator(
         store=store, rasa=rasa, engine=engine, today=points.today, templates=flows,
         order=order, metrics=metrics,
-        late_senders=late_senders, referrals=referrals,
+        late_senders=late_senders, referrals=referrals, outbox=Outbox(redis, keys),
         default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
         testers=settings.members.testers,
     )
@@ -199,6 +200,14 @@ async def open_services(
             late_senders[name] = channel.late_sender
         services.job_functions.extend(channel.job_functions)
 
+    async def write_outbox_forever(every: float = 1.0) -> None:
+        # Messages kept while the database was down are written as soon as it is back.
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                await orchestrator.replay_outbox()
+
+    outbox_task = asyncio.create_task(write_outbox_forever())
     # The matching index is derived from profiles: after a Redis restart it is rebuilt in
     # the background while the app already answers (matching just finds fewer sisters).
     rebuild = asyncio.create_task(matcher.ensure_built(store.profiles.members()))
@@ -223,6 +232,9 @@ async def open_services(
         yield services
     finally:
         await orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
+        outbox_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await outbox_task
         if not rebuild.done():
             rebuild.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
