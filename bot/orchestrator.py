@@ -180,7 +180,7 @@ class Orchestrator:
                 "direction": "out", "type": reply.kind, "text": reply.as_text(),
                 "payload": reply.model_dump(mode="json"), "intent": None, "confidence": None,
                 "latency_ms": None, "outcome": "queued", "dedupe_key": k, "ts": now,
-                "delivery": "customer_service"})
+                "seq": time.time_ns(), "delivery": "customer_service"})
         await sender.push(ident["openid"], replies, keys)
         await self._store.profiles.count_outbound(profile_id, len(replies))
         return True
@@ -362,5 +362,5 @@ class Orchestrator:
             "direction": "in" if direction == "in" else "out", "type": kind, "text": text,
             "payload": payload, "intent": None, "confidence": None, "latency_ms": None,
             "outcome": "received" if direction == "in" else "queued", "dedupe_key": "",
-            "ts": ts,
+            "ts": ts, "seq": time.time_ns(),
         }

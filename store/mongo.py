@@ -145,9 +145,11 @@ class MongoInteractions:
         return cast(Interaction | None, await self._col.find_one({"dedupe_key": dedupe_key}))
 
     async def latest(self, profile_id: str, limit: int) -> list[Interaction]:
-        # BSON keeps milliseconds: an inbound and its reply can share a ts. Replies sort
-        # after their message ("out" > "in"), and out:1 after out:0.
-        order = [("ts", DESCENDING), ("direction", DESCENDING), ("dedupe_key", DESCENDING)]
+        # BSON keeps milliseconds: records can share a ts (a reply and the next message
+        # too). seq breaks the tie; for records without one, a reply sorts after its
+        # message ("out" > "in") and out:1 after out:0.
+        order = [("ts", DESCENDING), ("seq", DESCENDING), ("direction", DESCENDING),
+                 ("dedupe_key", DESCENDING)]
         cursor = self._col.find({"profile_id": profile_id}).sort(order).limit(limit)
         return cast(list[Interaction], await cursor.to_list(length=limit))
 

@@ -57,6 +57,9 @@ class Interaction(TypedDict):
     outcome: str
     dedupe_key: str
     ts: datetime
+    # Nanosecond clock when the record was made: orders records that share a ts (BSON
+    # keeps milliseconds; one follower's turns are serialized, so it only grows).
+    seq: NotRequired[int]
     delivery: NotRequired[str]
 
 

@@ -120,3 +120,14 @@ async def test_a_reply_in_the_same_millisecond_sorts_after_its_message(store):
     await store.interactions.add(interaction("p", "in:m:out:0", NOW, "out"))
     latest = await store.interactions.latest("p", 10)
     assert [i["dedupe_key"] for i in latest] == ["in:m:out:1", "in:m:out:0", "in:m"]
+
+
+async def test_records_sharing_a_millisecond_keep_the_order_they_were_made_in(store):
+    # A reply and the next message written in the same millisecond (seq breaks the tie).
+    first_out = interaction("p", "in:m1:out:0", NOW, "out")
+    next_in = interaction("p", "in:m2", NOW, "in")
+    first_out["seq"], next_in["seq"] = 100, 200
+    await store.interactions.add(next_in)
+    await store.interactions.add(first_out)
+    assert [i["dedupe_key"] for i in await store.interactions.latest("p", 10)] == [
+        "in:m2", "in:m1:out:0"]
