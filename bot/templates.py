@@ -57,9 +57,6 @@ class TemplateLibrary:
         """A fixed library is its own source (tests, tools)."""
         return self
 
-    def has(self, name: str) -> bool:
-        return any(key[0] == name for key in self._compiled)
-
     def render(self, name: str, lang: str, /, **context: Any) -> str:
         template = self._compiled.get((name, lang)) or self._compiled.get((name, self._default))
         if template is None:

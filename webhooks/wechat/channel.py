@@ -8,18 +8,16 @@ with a 200, and no request is ever answered with a 5xx.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from aiohttp import web
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.utils import check_signature
 
-from bot.messages import InboundMessage, Reply
+from bot.messages import InboundMessage
 from bot.orchestrator import outbound_key
 from webhooks.channels import register_channel
 from webhooks.services import Services
@@ -138,10 +136,6 @@ class WeChatChannel:
             keys = [outbound_key(base, i) for i in range(1, len(replies))]
             await self.late_sender.send_late(msg, rest, keys)
         return plain
-
-
-def replies_json(replies: list[Reply]) -> list[dict[str, Any]]:
-    return [json.loads(r.model_dump_json()) for r in replies]
 
 
 @register_channel("wechat")
