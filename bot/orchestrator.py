@@ -143,13 +143,14 @@ class Orchestrator:
         profile = await self._store.profiles.touch(identity, received_at,
                                                    detect_lang(msg.text, "") or None)
         kind = f"event:{msg.event}" if msg.kind == "event" else msg.kind
-        inbound = self._interaction(profile, msg, "in", kind, msg.text, msg.payload, received_at)
+        inbound = self._interaction(profile, msg.channel, "in", kind, msg.text, msg.payload,
+                                    received_at)
         inbound.update({"dedupe_key": key, "outcome": "store_unavailable"})
         if not await self._store.interactions.add(inbound):
             return
         apology = Reply(kind="text", text=self._render_safe(
             "apology", profile.get("lang") or self._lang, {}))
-        out = self._interaction(profile, msg, "out", "text", apology.text,
+        out = self._interaction(profile, msg.channel, "out", "text", apology.text,
                                 apology.model_dump(mode="json"), received_at)
         out.update({"dedupe_key": outbound_key(key, 0), "outcome": "sent",
                     "delivery": "passive"})
@@ -175,12 +176,11 @@ class Orchestrator:
         keys = [f"push:{key}:{i}" for i in range(len(replies))]
         now = datetime.now(UTC)
         for k, reply in zip(keys, replies, strict=True):
-            await self._store.interactions.add({
-                "_id": uuid.uuid4().hex, "profile_id": profile_id, "channel": ident["channel"],
-                "direction": "out", "type": reply.kind, "text": reply.as_text(),
-                "payload": reply.model_dump(mode="json"), "intent": None, "confidence": None,
-                "latency_ms": None, "outcome": "queued", "dedupe_key": k, "ts": now,
-                "seq": time.time_ns(), "delivery": "customer_service"})
+            out = self._interaction(profile, ident["channel"], "out", reply.kind,
+                                    reply.as_text(), reply.model_dump(mode="json"), now)
+            out["dedupe_key"] = k
+            out["delivery"] = "customer_service"
+            await self._store.interactions.add(out)
         await sender.push(ident["openid"], replies, keys)
         await self._store.profiles.count_outbound(profile_id, len(replies))
         return True
@@ -221,7 +221,7 @@ class Orchestrator:
         profile = await self._store.profiles.touch(identity, now, lang_hint)
         lang = profile.get("lang") or self._lang
         kind = f"event:{msg.event}" if msg.kind == "event" else msg.kind
-        inbound = self._interaction(profile, msg, "in", kind, msg.text, msg.payload, now)
+        inbound = self._interaction(profile, msg.channel, "in", kind, msg.text, msg.payload, now)
         inbound["dedupe_key"] = f"in:{msg.channel}:{msg.dedupe_key}"
         if not await self._store.interactions.add(inbound):
             # Already handled (the Redis marker expired but the record exists): say nothing.
@@ -258,7 +258,7 @@ class Orchestrator:
         out_time = datetime.now(UTC)
         for key, reply in zip(keys, replies, strict=True):
             out = self._interaction(
-                profile, msg, "out", reply.kind, reply.as_text(),
+                profile, msg.channel, "out", reply.kind, reply.as_text(),
                 reply.model_dump(mode="json"), out_time,
             )
             out["dedupe_key"] = key
@@ -354,11 +354,11 @@ class Orchestrator:
 
     @staticmethod
     def _interaction(
-        profile: Profile, msg: InboundMessage, direction: str, kind: str, text: str | None,
+        profile: Profile, channel: str, direction: str, kind: str, text: str | None,
         payload: dict[str, Any], ts: datetime,
     ) -> Interaction:
         return {
-            "_id": uuid.uuid4().hex, "profile_id": profile["_id"], "channel": msg.channel,
+            "_id": uuid.uuid4().hex, "profile_id": profile["_id"], "channel": channel,
             "direction": "in" if direction == "in" else "out", "type": kind, "text": text,
             "payload": payload, "intent": None, "confidence": None, "latency_ms": None,
             "outcome": "received" if direction == "in" else "queued", "dedupe_key": "",

@@ -74,6 +74,8 @@ class FlowSet:
     version: str
     live: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> flow id
     drafts: dict[tuple[str, str], str] = field(default_factory=dict)
+    _keywords_live: tuple[str, ...] = field(default=(), init=False, repr=False)
+    _keywords_all: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def route(self, kind: TriggerKind, key: str, tester: bool = False) -> str | None:
         """The flow a trigger starts; a tester gets the draft version where there is one."""
@@ -82,8 +84,15 @@ class FlowSet:
             return self.drafts[(kind, key)]
         return self.live.get((kind, key))
 
-    def keywords(self, tester: bool = False) -> list[str]:
+    def keywords(self, tester: bool = False) -> tuple[str, ...]:
         """Keywords to look for in a message, longest first (the most specific wins)."""
-        tables = (self.live, self.drafts) if tester else (self.live,)
-        found = {key for table in tables for (kind, key) in table if kind == "keywords"}
-        return sorted(found, key=len, reverse=True)
+        return self._keywords_all if tester else self._keywords_live
+
+    def __post_init__(self) -> None:
+        # Sorted once per version, not on every message.
+        def ordered(*tables: dict[tuple[str, str], str]) -> tuple[str, ...]:
+            found = {key for table in tables for (kind, key) in table if kind == "keywords"}
+            return tuple(sorted(found, key=len, reverse=True))
+
+        object.__setattr__(self, "_keywords_live", ordered(self.live))
+        object.__setattr__(self, "_keywords_all", ordered(self.live, self.drafts))
