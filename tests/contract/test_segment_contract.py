@@ -1,0 +1,195 @@
+"""Compiled segment filters mean on the database what they mean in plain Python: each query
+selects exactly the profiles a Python oracle picks, on the embedded engine and, when
+MONGODB_URL is set, on a real MongoDB server.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.lifestage import baby_age_months, pregnancy_week
+from bot.segments import compile_segment
+from store.mongo import MongoStore
+from store.records import identity_key
+
+BACKENDS = ["embedded"] + (["mongodb"] if os.environ.get("MONGODB_URL") else [])
+
+# A month's last day, so the month-end rule of baby_age_months is in play.
+TODAY = date(2026, 2, 28)
+NOW = datetime(2026, 2, 28, 4, 0, tzinfo=UTC)  # noon in Shanghai
+TIERS = ["普通", "银卡", "金卡"]
+
+
+def make_profiles() -> list[dict[str, Any]]:
+    rng = random.Random(20260228)
+    # Offsets sit on the boundaries that are easy to get wrong.
+    to_due = [None, None, 281, 280, 274, 273, 140, 134, 133, 84, 78, 77, 0, -14, -15]
+    age_days = [None, None, -1, 0, 27, 28, 30, 31, 58, 59, 180, 181, 365, 366, 800]
+    seen_hours = [1, 47, 49, 24 * 29, 24 * 30 - 1, 24 * 30 + 1, 24 * 31, 24 * 100]
+    docs: list[dict[str, Any]] = []
+    for i in range(40):
+        doc: dict[str, Any] = {
+            "_id": f"p{i:02d}",
+            "identity_keys": [identity_key("wechat", "wx", f"o{i}")],
+            "identities": [{"channel": "wechat", "app_id": "wx", "openid": f"o{i}",
+                            "unionid": None}],
+            "first_seen": NOW - timedelta(days=200),
+            "counters": {"inbound": i},
+            "last_seen": NOW - timedelta(hours=seen_hours[i % len(seen_hours)]),
+            "follow": {"state": ["subscribed", "unsubscribed", "unknown"][i % 3],
+                       "changed_at": None},
+            "tags": rng.sample(["孕中期", "孕晚期", "0-6月", "vip", "新客"], rng.randint(0, 3)),
+            "fields": {},
+        }
+        fields = doc["fields"]
+        if (city := rng.choice(["上海", "北京", "广州", "New York", None])) is not None:
+            fields["city"] = city
+        if (province := rng.choice(["广东", "浙江", None])) is not None:
+            fields["province"] = province
+        if (due := to_due[i % len(to_due)]) is not None:
+            fields["due_date"] = (TODAY + timedelta(days=due)).isoformat()
+        if (age := age_days[(i * 7) % len(age_days)]) is not None:
+            fields["baby_birthday"] = (TODAY - timedelta(days=age)).isoformat()
+        if i % 5:  # every fifth never joined
+            member: dict[str, Any] = {"id": f"M{i}", "since": NOW - timedelta(days=i),
+                                      "stage": ["pregnant", "baby", "other", "unknown"][i % 4]}
+            if i % 7:
+                member["tier"] = TIERS[i % 3]
+            doc["member"] = member
+        if i % 4:  # a quarter never got points: the whole subdocument is missing
+            doc["points"] = {"balance": rng.choice([0, 5, 99, 100, 101, 500, -3]),
+                             "earned": rng.choice([0, 50, 100, 800])}
+        if (role := [None, "consumer", "kol", "employee", "manager", "admin"][i % 6]):
+            doc["role"] = role
+        if i % 3:
+            doc["lang"] = "zh" if i % 2 else "en"
+        docs.append(doc)
+    return docs
+
+
+PROFILES = make_profiles()
+
+
+def balance(d: dict[str, Any]) -> int:
+    return int(d.get("points", {}).get("balance", 0))
+
+
+def earned(d: dict[str, Any]) -> int:
+    return int(d.get("points", {}).get("earned", 0))
+
+
+def week(d: dict[str, Any]) -> int | None:
+    due = d["fields"].get("due_date")
+    return pregnancy_week(date.fromisoformat(due), TODAY) if due else None
+
+
+def months(d: dict[str, Any]) -> int | None:
+    born = d["fields"].get("baby_birthday")
+    return baby_age_months(date.fromisoformat(born), TODAY) if born else None
+
+
+def between(value: int | None, low: int, high: int) -> bool:
+    return value is not None and low <= value <= high
+
+
+def member(d: dict[str, Any]) -> dict[str, Any]:
+    return dict(d.get("member", {}))
+
+
+def within(d: dict[str, Any], key: str, delta: timedelta) -> bool:
+    at = member(d).get("since") if key == "since" else d.get(key)
+    return at is not None and at >= NOW - delta
+
+
+Oracle = Callable[[dict[str, Any]], bool]
+
+QUERIES: list[tuple[str, Oracle]] = [
+    ("tag:孕中期", lambda d: "孕中期" in d["tags"]),
+    ("tag:孕中期,vip", lambda d: bool({"孕中期", "vip"} & set(d["tags"]))),
+    ("city:上海，北京", lambda d: d["fields"].get("city") in ("上海", "北京")),
+    ('-city:"New York"', lambda d: d["fields"].get("city") != "New York"),
+    ("province:广东", lambda d: d["fields"].get("province") == "广东"),
+    ("tier>=银卡", lambda d: member(d).get("tier") in ("银卡", "金卡")),
+    ("tier<银卡", lambda d: member(d).get("tier") == "普通"),
+    ("points>=100", lambda d: balance(d) >= 100),
+    ("points<100", lambda d: balance(d) < 100),
+    ("points:0", lambda d: balance(d) == 0),
+    ("-points≤5", lambda d: not balance(d) <= 5),
+    ("earned:50..500", lambda d: 50 <= earned(d) <= 500),
+    ("earned:0,800", lambda d: earned(d) in (0, 800)),
+    ("last_seen<30d", lambda d: within(d, "last_seen", timedelta(days=30))),
+    ("last_seen>48h", lambda d: not within(d, "last_seen", timedelta(hours=48))),
+    ("joined<2w", lambda d: within(d, "since", timedelta(days=14))),
+    ("joined>=2w", lambda d: "since" in member(d) and not within(d, "since", timedelta(days=14))),
+    ("stage:孕期,baby", lambda d: member(d).get("stage") in ("pregnant", "baby")),
+    ("week:20..28", lambda d: between(week(d), 20, 28)),
+    ("week>=40", lambda d: between(week(d), 40, 99)),
+    ("week<1", lambda d: week(d) == 0),
+    ("-week:0..42", lambda d: week(d) is None),
+    ("baby_months:0..6", lambda d: between(months(d), 0, 6)),
+    ("months:1", lambda d: months(d) == 1),
+    ("baby_months>=12", lambda d: between(months(d), 12, 10**6)),
+    ("role:consumer", lambda d: d.get("role") in (None, "consumer")),
+    ("-role:consumer", lambda d: d.get("role") not in (None, "consumer")),
+    ("role:kol,员工", lambda d: d.get("role") in ("kol", "employee")),
+    ("member:no", lambda d: "id" not in member(d)),
+    ("follow:取关", lambda d: d["follow"]["state"] == "unsubscribed"),
+    ("lang:en", lambda d: d.get("lang") == "en"),
+    (
+        "tag:孕中期 city:上海,北京 tier>=银卡 last_seen<30d -role:employee",
+        lambda d: ("孕中期" in d["tags"] and d["fields"].get("city") in ("上海", "北京")
+                   and member(d).get("tier") in ("银卡", "金卡")
+                   and within(d, "last_seen", timedelta(days=30))
+                   and d.get("role") != "employee"),
+    ),
+    ("all", lambda d: True),
+]
+
+
+def expected_ids(oracle: Oracle) -> set[str]:
+    return {d["_id"] for d in PROFILES if oracle(d)}
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request):
+    if request.param == "embedded":
+        s = await MongoStore.open(None, f"segments_{uuid.uuid4().hex[:8]}")
+    else:
+        s = await MongoStore.open(os.environ["MONGODB_URL"], f"segments_{uuid.uuid4().hex[:8]}")
+    await s._db["profiles"].insert_many([dict(d) for d in PROFILES])
+    yield s
+    if not s.embedded:
+        await s.drop()
+    await s.close()
+
+
+@pytest.mark.parametrize(("query", "oracle"), QUERIES, ids=[q for q, _ in QUERIES])
+async def test_the_database_selects_what_the_oracle_selects(store, query, oracle):
+    flt = compile_segment(query, now=NOW, today=TODAY, tiers=TIERS).filter
+    profiles = store._db["profiles"]
+    found = {d["_id"] async for d in profiles.find(flt, {"_id": 1})}
+    want = expected_ids(oracle)
+    assert found == want
+    assert await profiles.count_documents(flt) == len(want)
+
+
+@pytest.mark.parametrize(("query", "oracle"), QUERIES[:-1], ids=[q for q, _ in QUERIES[:-1]])
+def test_each_query_separates_the_profiles(query, oracle):
+    # A filter that matched everyone or no one would pass the comparison above too easily.
+    assert 0 < len(expected_ids(oracle)) < len(PROFILES)
+
+
+def test_the_profiles_cover_the_boundaries():
+    weeks = {week(d) for d in PROFILES}
+    ages = {months(d) for d in PROFILES}
+    assert {None, 0, 1, 20, 28, 29, 40, 42} <= weeks
+    assert {None, 0, 1, 2, 5, 6, 12} <= ages
+    assert sum("points" not in d for d in PROFILES) == 10
+    assert sum("role" not in d for d in PROFILES) == 7
