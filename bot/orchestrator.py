@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
+from bot.commands import Commands, is_command
 from bot.flows.engine import FlowEngine, Say, TurnInput
 from bot.messages import InboundMessage, Reply
 from bot.metrics import Metrics
@@ -103,6 +104,7 @@ class Orchestrator:
         self._testers = set(testers)
         self._referrals = referrals
         self._outbox = outbox
+        self.commands: Commands | None = None  # staff commands (set once they are built)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, msg: InboundMessage, received: float | None = None) -> Turn:
@@ -184,6 +186,10 @@ class Orchestrator:
         await sender.push(ident["openid"], replies, keys)
         await self._store.profiles.count_outbound(profile_id, len(replies))
         return True
+
+    async def notify_text(self, profile_id: str, text: str, key: str) -> bool:
+        """A message to staff (broadcast progress), through the same durable path."""
+        return await self.notify(profile_id, [Say("staff_text", {"text": text})], key)
 
     async def drain(self, timeout: float) -> None:
         """Let in-flight turns finish (called on shutdown)."""
@@ -286,6 +292,12 @@ class Orchestrator:
             text = (msg.text or "").strip()
             if not text:
                 return [self._text("help", lang, profile)], "replied", None, None
+            if self.commands is not None and msg.kind == "text" and is_command(text):
+                # Staff commands never reach Rasa; from anyone else they are ordinary chat.
+                answer = await self.commands.handle(profile, text, datetime.now(UTC),
+                                                    f"in:{msg.channel}:{msg.dedupe_key}")
+                if answer is not None:
+                    return [Reply(kind="text", text=answer)], "command", None, None
             try:
                 parsed = await self._rasa.parse(text, msg.follower)
                 intent, confidence = parsed.intent, parsed.confidence

@@ -162,6 +162,61 @@ class MatchingSettings(_Strict):
     weights: MatchWeights = MatchWeights()
 
 
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+class TemplateMessage(_Strict):
+    """A WeChat template message used outside the 48-hour window (service accounts)."""
+
+    template_id: str | None = None  # empty: not configured, members outside 48 h are skipped
+    url: str | None = None
+    data: dict[str, str] = Field(default_factory=dict)  # keyword -> Jinja2 text
+
+
+class MarketingSettings(_Strict):
+    # Openids that are admins whatever their profile says; admins promote others by /role.
+    admins: list[str] = Field(default_factory=list)
+    confirm_minutes: int = Field(10, ge=1, le=1440)  # a preview waits this long for /confirm
+    rate_per_second: float = Field(20.0, gt=0, le=1000)  # every process together
+    monthly_cap: int = Field(4, ge=1, le=100)  # broadcasts per member per calendar month
+    quiet_hours: str = "22:00-08:00"  # brand time zone (points.timezone); deferred, not dropped
+    window_hours: int = Field(48, ge=1, le=48)  # customer-service window after her last message
+    chunk_size: int = Field(500, ge=1, le=5000)  # members per send job
+    job_timeout_seconds: int = Field(300, ge=5)  # a killed worker's job runs again after this
+    mot_hour: int = Field(9, ge=0, le=23)  # the daily life-stage job, brand time zone
+    poll_days: int = Field(7, ge=1, le=90)  # answers accepted this long after sending
+    # Template messages by broadcast template name (flows/templates/), for the 48 h rule.
+    template_messages: dict[str, TemplateMessage] = Field(default_factory=dict)
+
+    @field_validator("admins", mode="before")
+    @classmethod
+    def _split_admins(cls, v: Any) -> Any:
+        # From the environment they come as one comma-separated string.
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _hours(cls, v: str) -> str:
+        v = v.strip()
+        if v in ("", "none", "off"):
+            return ""
+        parts = v.split("-")
+        if len(parts) != 2 or not all(_CLOCK.match(p.strip()) for p in parts):
+            raise ValueError("quiet_hours is HH:MM-HH:MM (e.g. 22:00-08:00), or off")
+        return v
+
+    def quiet_window(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """((start h, m), (end h, m)), or None when there are no quiet hours."""
+        if not self.quiet_hours:
+            return None
+        a, b = (p.strip().split(":") for p in self.quiet_hours.split("-"))
+        return (int(a[0]), int(a[1])), (int(b[0]), int(b[1]))
+
+
 class Settings(_Strict):
     app: AppSettings = AppSettings()
     wechat: WeChatSettings
@@ -173,6 +228,7 @@ class Settings(_Strict):
     points: PointsSettings = PointsSettings()
     members: MembersSettings = MembersSettings()
     matching: MatchingSettings = MatchingSettings()
+    marketing: MarketingSettings = MarketingSettings()
 
 
 

@@ -212,6 +212,7 @@ def _check_settings(args: argparse.Namespace) -> Settings:
 
 
 def _check_flows(args: argparse.Namespace) -> bool:
+    from bot.broadcasts import CAMPAIGN_ACTIONS
     from bot.flows.loader import FlowsInvalid
     from bot.flows.registry import FlowRegistry
     from bot.journeys import Journeys
@@ -219,7 +220,8 @@ def _check_flows(args: argparse.Namespace) -> bool:
     settings = _check_settings(args)
     flows_dir = args.dir or settings.app.flows_dir
     try:
-        registry = FlowRegistry.for_app(flows_dir, Journeys.ACTION_NAMES, settings.points.rules,
+        registry = FlowRegistry.for_app(flows_dir, Journeys.ACTION_NAMES + CAMPAIGN_ACTIONS,
+                                        settings.points.rules,
                                         settings.app.default_lang)
     except FlowsInvalid as e:
         for err in e.errors:

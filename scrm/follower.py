@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
-from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
 from wechatpy.crypto import WeChatCrypto
@@ -25,7 +24,10 @@ def sign(token: str, timestamp: str, nonce: str, *extra: str) -> str:
 
 
 def _cdata(value: Any) -> str:
-    return f"<![CDATA[{value}]]>" if isinstance(value, str) else str(value)
+    # As WeChat sends it: the raw text in CDATA ("]]>" split across two sections).
+    if not isinstance(value, str):
+        return str(value)
+    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 @dataclass
@@ -48,8 +50,7 @@ class Follower:
                 "CreateTime": created, "MsgType": msg_type, **fields}
         if msg_type != "event" and "MsgId" not in body:
             body["MsgId"] = next(_ids)
-        inner = "".join(f"<{k}>{_cdata(escape(v) if isinstance(v, str) else v)}</{k}>"
-                        for k, v in body.items())
+        inner = "".join(f"<{k}>{_cdata(v)}</{k}>" for k, v in body.items())
         return f"<xml>{inner}</xml>"
 
     def text(self, content: str, **extra: Any) -> str:

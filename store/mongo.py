@@ -17,6 +17,7 @@ from typing import Any, cast
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from store.campaigns import MongoCampaigns
 from store.errors import guarded
 from store.ledger import MongoLedger
 from store.records import FollowState, Identity, Interaction, Profile, identity_key
@@ -116,6 +117,44 @@ class MongoProfiles:
         async for doc in self._col.find({"member.id": {"$exists": True}}):
             yield cast(Profile, doc)
 
+    # -- segments: filters come only from bot.segments (a whitelist), never from users ---
+    async def count_where(self, query: dict[str, Any]) -> int:
+        return int(await self._col.count_documents(query))
+
+    async def sample_where(self, query: dict[str, Any], n: int) -> list[Profile]:
+        # Newest first: a preview shows members a marketer is likely to recognise.
+        cursor = self._col.find(query).sort("last_seen", DESCENDING).limit(n)
+        return cast(list[Profile], await cursor.to_list(length=n))
+
+    async def ids_where(self, query: dict[str, Any]) -> AsyncIterator[str]:
+        """Profile ids matching `query`, in _id order (a stable order for chunking)."""
+        async for doc in self._col.find(query, {"_id": 1}).sort("_id", ASCENDING):
+            yield str(doc["_id"])
+
+    async def get_many(self, ids: list[str]) -> list[Profile]:
+        return cast(list[Profile],
+                    await self._col.find({"_id": {"$in": ids}}).to_list(length=None))
+
+    async def tag_where(self, query: dict[str, Any], add: list[str], remove: list[str]) -> int:
+        """Add/remove tags on every matching profile; how many were changed."""
+        changed = 0
+        if remove:
+            r = await self._col.update_many({"$and": [query, {"tags": {"$in": remove}}]},
+                                            {"$pull": {"tags": {"$in": remove}}})
+            changed += int(r.modified_count)
+        if add:
+            r = await self._col.update_many({"$and": [query, {"tags": {"$nin": add}}]},
+                                            {"$addToSet": {"tags": {"$each": add}}})
+            changed += int(r.modified_count)
+        return changed
+
+    async def sum_where(self, query: dict[str, Any], path: str) -> int:
+        cursor = self._col.aggregate([{"$match": query},
+                                      {"$group": {"_id": None, "n": {"$sum": f"${path}"}}}])
+        async for row in cursor:
+            return int(row["n"] or 0)
+        return 0
+
     async def set_fields(self, profile_id: str, fields: dict[str, Any]) -> None:
         await self._col.update_one(
             {"_id": profile_id}, {"$set": {f"fields.{k}": v for k, v in fields.items()}}
@@ -201,6 +240,9 @@ class MongoMatches:
         docs = await cursor.sort("at_accepted", DESCENDING).limit(1).to_list(length=1)
         return cast(dict[str, Any], docs[0]) if docs else None
 
+    async def count(self, status: str) -> int:
+        return int(await self._col.count_documents({"status": status}))
+
     async def add_feedback(self, match_id: str, profile_id: str, helpful: bool) -> bool:
         """Record one member's answer once; False if she had answered already."""
         result = await self._col.update_one(
@@ -220,6 +262,7 @@ class MongoStore:
         self.interactions = MongoInteractions(self._db)
         self.ledger = MongoLedger(self._db)
         self.matches = MongoMatches(self._db)
+        self.campaigns = MongoCampaigns(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str) -> MongoStore:
@@ -237,6 +280,7 @@ class MongoStore:
         await store.interactions.ensure_indexes()
         await store.ledger.ensure_indexes()
         await store.matches.ensure_indexes()
+        await store.campaigns.ensure_indexes()
         return store
 
     async def ping(self) -> None:

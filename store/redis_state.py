@@ -170,3 +170,51 @@ class SendMarks:
     async def release(self, key: str) -> None:
         """Undo a claim when the send provably did not reach the platform."""
         await self._r.delete(self._k.sent(key))
+
+
+class SendRate:
+    """A global send rate shared by every process: at most `per_second` sends are counted
+    in each wall-clock second (one INCR per send); a caller over the limit waits for the
+    next second."""
+
+    def __init__(self, redis: Redis, keys: Keys, per_second: float) -> None:
+        self._r = redis
+        self._k = keys
+        self._per_second = per_second
+
+    async def acquire(self) -> None:
+        # A rate below 1/s is spread as one send per 1/rate seconds.
+        window = max(1.0, 1.0 / self._per_second)
+        allowed = max(1, int(self._per_second * window))
+        while True:
+            now = time.time()
+            slot = int(now // window)
+            key = self._k.send_rate(slot)
+            pipe = self._r.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, int(window) + 2)
+            count, _ = await pipe.execute()
+            if int(count) <= allowed:
+                return
+            await asyncio.sleep(max(0.001, (slot + 1) * window - time.time()))
+
+
+class CampaignStops:
+    """Cancel/pause flags of running broadcasts, read before every send (cheap, shared)."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int = 40 * 86400) -> None:
+        self._r = redis
+        self._k = keys
+        self._ttl = ttl_seconds
+
+    async def stop(self, broadcast_id: str, why: str) -> None:
+        await self._r.set(self._k.campaign_stop(broadcast_id), why, ex=self._ttl)
+
+    async def clear(self, broadcast_id: str) -> None:
+        await self._r.delete(self._k.campaign_stop(broadcast_id))
+
+    async def reason(self, broadcast_id: str) -> str | None:
+        value = await self._r.get(self._k.campaign_stop(broadcast_id))
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)

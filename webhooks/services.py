@@ -18,6 +18,8 @@ from rasa_sdk.executor import ActionExecutor
 from redis.asyncio import Redis
 
 from bot.actions import register_actions
+from bot.broadcasts import Campaigns
+from bot.commands import Commands
 from bot.flows.engine import FlowEngine, TurnInput
 from bot.flows.registry import FlowRegistry
 from bot.journeys import Journeys
@@ -33,7 +35,15 @@ from store.match_index import MatchIndex
 from store.mongo import MongoStore
 from store.outbox import Outbox
 from store.protocols import Store
-from store.redis_state import Dedupe, FlowStates, FollowerOrder, SendMarks, TokenCache
+from store.redis_state import (
+    CampaignStops,
+    Dedupe,
+    FlowStates,
+    FollowerOrder,
+    SendMarks,
+    SendRate,
+    TokenCache,
+)
 from webhooks.wechat.api import WeChatAPI
 
 if TYPE_CHECKING:
@@ -63,6 +73,8 @@ class Services:
     arq: ArqRedis
     orchestrator: Orchestrator
     executor: ActionExecutor
+    campaigns: Campaigns
+    commands: Commands
     late_senders: dict[str, LateSender] = field(default_factory=dict)
     job_ctx: dict[str, Any] = field(default_factory=dict)
     job_functions: list[Callable[..., Any]] = field(default_factory=list)
@@ -116,6 +128,50 @@ async def match_feedback(ctx: dict[str, Any], match_id: str) -> int:
     return await journeys.ask_feedback(match_id, datetime.now(UTC))
 
 
+async def campaign_plan(ctx: dict[str, Any], broadcast_id: str) -> int:
+    """A confirmed broadcast (or a day's life-stage moment): deliveries and chunk jobs."""
+    campaigns: Campaigns = ctx["campaigns"]
+    return await campaigns.plan(broadcast_id)
+
+
+async def campaign_send(ctx: dict[str, Any], broadcast_id: str, chunk: int, ids: list[str]
+                        ) -> dict[str, int]:
+    campaigns: Campaigns = ctx["campaigns"]
+    return await campaigns.send_chunk(broadcast_id, chunk, ids)
+
+
+async def campaign_resume(ctx: dict[str, Any], broadcast_id: str) -> None:
+    campaigns: Campaigns = ctx["campaigns"]
+    await campaigns.resume(broadcast_id)
+
+
+async def life_stage_moments(ctx: dict[str, Any]) -> dict[str, int]:
+    """Daily: each life-stage moment's cohort gets its message (once per member, ever)."""
+    campaigns: Campaigns = ctx["campaigns"]
+    return await campaigns.run_moments()
+
+
+class ArqQueue:
+    """Campaign jobs on the shared arq queue; ids namespaced like every other job."""
+
+    def __init__(self, pool: ArqRedis, queue: str) -> None:
+        self._pool = pool
+        self._queue = queue
+
+    async def enqueue(self, job: str, args: list[Any], job_id: str,
+                      at: datetime | None = None) -> None:
+        await self._pool.enqueue_job(job, *args, _job_id=f"{self._queue}:{job_id}",
+                                     _queue_name=self._queue, _defer_until=at)
+
+
+def utc_hour(local_hour: int, zone: str) -> int:
+    """The UTC hour of a local hour today (cron runs in UTC; Shanghai has no DST)."""
+    from zoneinfo import ZoneInfo
+
+    local = datetime.now(ZoneInfo(zone)).replace(hour=local_hour, minute=0)
+    return local.astimezone(UTC).hour
+
+
 async def refresh_life_stages(ctx: dict[str, Any]) -> int:
     """Daily job: recompute every member's life-stage tags from their dates."""
     journeys: Journeys = ctx["journeys"]
@@ -153,9 +209,11 @@ async def open_services(
     referrals = Referrals(store, points, _WeChatQr(wechat_api))
     matcher = Matcher(MatchIndex(redis, keys), settings.matching)
     journeys = Journeys(store, points, settings.members, referrals, matcher)
-    flows = FlowRegistry.for_app(settings.app.flows_dir, journeys.actions(),
+    # One dict the engine keeps: the campaign actions are filled in once campaigns exist.
+    actions = dict(journeys.actions())
+    flows = FlowRegistry.for_app(settings.app.flows_dir, [*actions, "answer_poll"],
                                  settings.points.rules, settings.app.default_lang)
-    engine = FlowEngine(flows, FlowStates(redis, keys), journeys.actions(),
+    engine = FlowEngine(flows, FlowStates(redis, keys), actions,
                         awarder=_Awarder(points), tagger=store.profiles,
                         fallback_threshold=settings.members.nlu_threshold)
     rasa = RasaClient(session, settings.rasa.url, settings.rasa.timeout_seconds)
@@ -174,6 +232,13 @@ async def open_services(
                                _queue_name=keys.queue, _defer_by=delay)
 
     journeys.bind(engine, orchestrator.notify, schedule)
+    campaigns = Campaigns(store, flows, settings, points, CampaignStops(redis, keys),
+                          SendRate(redis, keys, settings.marketing.rate_per_second),
+                          FlowStates(redis, keys), ArqQueue(pool, keys.queue),
+                          notify=orchestrator.notify_text)
+    actions["answer_poll"] = campaigns.answer_poll
+    commands = Commands(store, campaigns, points, settings)
+    orchestrator.commands = commands
     executor = ActionExecutor()
     register_actions(executor, engine, points)
     services = Services(
@@ -183,10 +248,12 @@ async def open_services(
         dedupe=Dedupe(redis, keys, settings.app.dedupe_ttl_seconds), order=order,
         tokens=TokenCache(redis, keys), marks=SendMarks(redis, keys), arq=pool,
         orchestrator=orchestrator, executor=executor, late_senders=late_senders,
+        campaigns=campaigns, commands=commands,
     )
     services.job_ctx.update(store=store, metrics=metrics, send_marks=services.marks,
-                            journeys=journeys, points=points)
-    services.job_functions.append(match_feedback)
+                            journeys=journeys, points=points, campaigns=campaigns)
+    services.job_functions.extend([match_feedback, campaign_plan, campaign_send,
+                                   campaign_resume])
     from webhooks.channels import REGISTRY, load_builtin_channels
 
     load_builtin_channels()
@@ -217,9 +284,16 @@ async def open_services(
         worker = Worker(
             functions=services.job_functions, queue_name=keys.queue,
             cron_jobs=[cron(refresh_life_stages, hour={16}, minute={5}, unique=True,
-                            job_id=f"{keys.queue}:cron:life-stages")],  # 00:05 in Shanghai
+                            job_id=f"{keys.queue}:cron:life-stages"),  # 00:05 in Shanghai
+                       cron(life_stage_moments, hour={utc_hour(settings.marketing.mot_hour,
+                                                               settings.points.timezone)},
+                            minute={10}, unique=True, job_id=f"{keys.queue}:cron:moments")],
             redis_settings=arq_settings, handle_signals=False, ctx=services.job_ctx,
-            poll_delay=0.05, max_tries=8, keep_result=3600, log_results=False, timezone=UTC,
+            poll_delay=0.05, max_tries=8,
+            # A job whose worker died is run again once its in-progress mark expires
+            # (this timeout + 10 s): a killed broadcast resumes by itself.
+            job_timeout=settings.marketing.job_timeout_seconds, keep_result=3600,
+            log_results=False, timezone=UTC,
         )
         current[:] = [worker]
         return worker

@@ -16,7 +16,8 @@ from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot import yamlmarks
-from bot.flows.model import END, Branch, Flow, FlowSet, Slot, Step, StepKind, Triggers
+from bot.flows.model import END, Branch, Flow, FlowSet, Moment, Slot, Step, StepKind, Triggers
+from bot.templates import MEMBER_VARS
 
 LANGS = ("zh", "en")
 STEP_KINDS: tuple[StepKind, ...] = ("collect", "say", "action", "tag", "award", "link", "set")
@@ -24,7 +25,9 @@ STEP_KEYS = {*STEP_KINDS, "id", "next", "ask", "reask"}
 FLOW_KEYS = {"description", "triggers", "steps", "cancellable", "interrupts", "draft"}
 TRIGGER_KEYS = {"intents", "keywords", "menu", "events", "scenes"}
 SLOT_KEYS = {"validator", "ask", "reask", "sensitive"}
-FILE_KEYS = {"flows", "slots", "templates"}
+FILE_KEYS = {"flows", "slots", "templates", "moments"}
+MOMENT_KEYS = {"week", "baby_months", "template", "description"}
+LIMITS = {"week": (1, 42), "baby_months": (0, 72)}
 
 
 @dataclass(frozen=True, order=True)
@@ -64,11 +67,90 @@ class _Checker:
         self.flows: dict[str, Flow] = {}
         self.template_refs: list[tuple[str, str, int]] = []  # (name, file, line)
         self.condition_refs: list[tuple[set[str], str, int, str]] = []
+        self.moments: dict[str, Moment] = {}
+        self.moment_lines: dict[str, tuple[str, int]] = {}
+        self.broadcast_templates: set[str] = set()
 
     def err(self, file: str, line: int, message: str) -> None:
         self.errors.append(FlowError(file, line, message))
 
     # -- files ------------------------------------------------------------------------
+    def read_templates(self, path: Path) -> None:
+        """A file under flows/templates/: broadcast and life-stage texts only."""
+        fname = str(path)
+        try:
+            data, lines = yamlmarks.load(path.read_text(encoding="utf-8"), fname)
+        except yamlmarks.YamlProblem as e:
+            self.err(fname, e.line, e.problem)
+            return
+        if data is None:
+            return
+        if not isinstance(data, dict) or set(data) - {"templates"}:
+            self.err(fname, 1, "a file in flows/templates/ holds only templates:")
+            return
+        section = data.get("templates") or {}
+        before = set(self.templates)
+        self._templates(section, fname, lines)
+        for name in set(self.templates) - before:
+            self.broadcast_templates.add(name)
+            by_lang = section.get(name)
+            if not isinstance(by_lang, dict):
+                continue
+            for lang, source in by_lang.items():
+                try:
+                    used = nodes_vars(self.env, str(source))
+                except TemplateSyntaxError:
+                    continue  # reported by _templates
+                for var in sorted(used - set(MEMBER_VARS)):
+                    self.err(fname, lines.get(("templates", name, lang), lines[("templates",
+                                                                              name)]),
+                             f"template {name!r} ({lang}) uses {var!r}, which members do not "
+                             f"have (available: {', '.join(MEMBER_VARS)})")
+
+    def _moments(self, section: Any, fname: str, lines: yamlmarks.Lines) -> None:
+        if not isinstance(section, dict):
+            self.err(fname, lines[("moments",)], "moments: must map names to a milestone "
+                     "and a template")
+            return
+        for name, spec in section.items():
+            line = lines[("moments", name)]
+            if name in self.moments or name in self.moment_lines:
+                self.err(fname, line, f"moment {name!r} is defined twice")
+                continue
+            self.moment_lines[name] = (fname, line)
+            if not isinstance(spec, dict):
+                self.err(fname, line, f"moment {name!r}: expected {{week: 12, template: ...}}")
+                continue
+            for key in spec:
+                if key not in MOMENT_KEYS:
+                    self.err(fname, lines[("moments", name, key)],
+                             f"moment {name!r}: unknown key {key!r} (expected one of: "
+                             f"{', '.join(sorted(MOMENT_KEYS))})")
+            marks = [k for k in LIMITS if k in spec]
+            if len(marks) != 1:
+                self.err(fname, line, f"moment {name!r} needs exactly one of week: or "
+                         "baby_months:")
+                continue
+            mark = marks[0]
+            value = spec[mark]
+            low, high = LIMITS[mark]
+            if not isinstance(value, int) or isinstance(value, bool) or \
+                    not low <= value <= high:
+                self.err(fname, lines[("moments", name, mark)],
+                         f"moment {name!r}: {mark} must be a whole number {low}..{high}")
+                continue
+            template = spec.get("template")
+            if not template:
+                self.err(fname, line, f"moment {name!r} has no template:")
+                continue
+            self.template_refs.append((str(template), fname, lines[("moments", name,
+                                                                    "template")]))
+            self.moments[name] = Moment(
+                id=str(name), template=str(template), description=str(spec.get(
+                    "description", "")), file=fname,
+                week=value if mark == "week" else None,
+                baby_months=value if mark == "baby_months" else None)
+
     def read(self, path: Path) -> None:
         fname = str(path)
         try:
@@ -86,6 +168,8 @@ class _Checker:
                 self.err(fname, lines[(key,)], f"unknown section {key!r} "
                          f"(expected one of: {', '.join(sorted(FILE_KEYS))})")
         self._templates(data.get("templates") or {}, fname, lines)
+        if "moments" in data:
+            self._moments(data.get("moments") or {}, fname, lines)
         self._slots(data.get("slots") or {}, fname, lines)
         for flow_id, body in (data.get("flows") or {}).items():
             self._flow(flow_id, body, fname, lines)
@@ -307,6 +391,12 @@ class _Checker:
         for name, fname, line in self.template_refs:
             if name not in self.templates:
                 self.err(fname, line, f"template {name!r} is not defined in any flow file")
+        for name, (fname, line) in self.moment_lines.items():
+            moment = self.moments.get(name)
+            if moment and moment.template in self.templates and \
+                    moment.template not in self.broadcast_templates:
+                self.err(fname, line, f"moment {name!r}: template {moment.template!r} must be "
+                         "in flows/templates/ (a broadcast template)")
         for slots, fname, line, where in self.condition_refs:
             for slot in sorted(slots - set(self.slots)):
                 self.err(fname, line, f"{where}: condition uses unknown slot {slot!r}")
@@ -332,15 +422,18 @@ class _Checker:
 def load_flows(flows_dir: str | Path, known: Known) -> FlowSet:
     """The checked FlowSet, or FlowsInvalid listing every problem (sorted by file, line)."""
     files = sorted(Path(flows_dir).glob("*.yml"))
+    template_files = sorted(Path(flows_dir).glob("templates/*.yml"))
     checker = _Checker(known)
     for path in files:
         checker.read(path)
+    for path in template_files:
+        checker.read_templates(path)
     checker.finish(str(flows_dir))
     if checker.errors:
         raise FlowsInvalid(sorted(set(checker.errors)))
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in files + template_files:
+        digest.update(str(path.relative_to(flows_dir)).encode() + path.read_bytes())
     flows = checker.flows
     live: dict[tuple[str, str], str] = {}
     drafts: dict[tuple[str, str], str] = {}
@@ -350,4 +443,12 @@ def load_flows(flows_dir: str | Path, known: Known) -> FlowSet:
             for v in getattr(flow.triggers, kind):
                 table[(kind, v.casefold() if kind == "keywords" else v)] = flow.id
     return FlowSet(flows=flows, slots=checker.slots, version=digest.hexdigest()[:12],
-                   live=live, drafts=drafts)
+                   live=live, drafts=drafts, moments=checker.moments,
+                   broadcast_templates=frozenset(checker.broadcast_templates))
+
+
+def nodes_vars(env: SandboxedEnvironment, source: str) -> set[str]:
+    """The variables a template reads from its context."""
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(env.parse(source)))

@@ -62,6 +62,18 @@ class Flow:
         raise KeyError(step_id)
 
 
+@dataclass(frozen=True)
+class Moment:
+    """A life-stage message (MOT): sent once to each member reaching a milestone."""
+
+    id: str
+    template: str  # a broadcast template (flows/templates/)
+    week: int | None = None  # pregnancy week reached
+    baby_months: int | None = None  # baby's age in completed months reached
+    description: str = ""
+    file: str = ""
+
+
 TriggerKind = Literal["intents", "keywords", "menu", "events", "scenes"]
 
 
@@ -74,6 +86,8 @@ class FlowSet:
     version: str
     live: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> flow id
     drafts: dict[tuple[str, str], str] = field(default_factory=dict)
+    moments: dict[str, Moment] = field(default_factory=dict)
+    broadcast_templates: frozenset[str] = frozenset()  # names under flows/templates/
     _keywords_live: tuple[str, ...] = field(default=(), init=False, repr=False)
     _keywords_all: tuple[str, ...] = field(default=(), init=False, repr=False)
 

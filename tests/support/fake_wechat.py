@@ -29,6 +29,9 @@ class FakeWeChatAPI:
     issued: int = 0
     valid_tokens: set[str] = field(default_factory=set)
     server: TestServer | None = None
+    errcode_for: dict[str, int] = field(default_factory=dict)  # openid -> errcode, every send
+    quota_after: int | None = None  # successful sends (custom + template) before 45009
+    send_delay: float = 0.0
 
     @property
     def url(self) -> str:
@@ -37,6 +40,13 @@ class FakeWeChatAPI:
 
     def sends(self) -> list[Call]:
         return [c for c in self.calls if c.path == "/cgi-bin/message/custom/send"]
+
+    def template_sends(self) -> list[Call]:
+        return [c for c in self.calls if c.path == "/cgi-bin/message/template/send"]
+
+    def delivered(self) -> list[Call]:
+        """Sends WeChat accepted (errcode 0), customer-service and template."""
+        return [c for c in self.calls if c.body.get("_errcode") == 0]
 
     def token_calls(self) -> list[Call]:
         return [c for c in self.calls if c.path == "/cgi-bin/stable_token"]
@@ -53,11 +63,20 @@ class FakeWeChatAPI:
     async def custom_send(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.calls.append(Call(request.path, dict(request.query), body))
+        if self.send_delay:
+            await asyncio.sleep(self.send_delay)
         if request.query.get("access_token") not in self.valid_tokens:
+            body["_errcode"] = 40001
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
         code = self.send_errcodes.pop(0) if self.send_errcodes else 0
+        if code == 0:
+            code = self.errcode_for.get(str(body.get("touser")), 0)
+        if code == 0 and self.quota_after is not None and \
+                len(self.delivered()) >= self.quota_after:
+            code = 45009
         if code in (40001, 42001):
             self.valid_tokens.discard(request.query["access_token"])
+        body["_errcode"] = code  # recorded with the call, so tests can count what arrived
         return web.json_response({"errcode": code, "errmsg": "ok" if code == 0 else "error"})
 
     async def qrcode_create(self, request: web.Request) -> web.Response:
@@ -75,6 +94,7 @@ class FakeWeChatAPI:
         app.router.add_post("/cgi-bin/stable_token", self.stable_token)
         app.router.add_post("/cgi-bin/message/custom/send", self.custom_send)
         app.router.add_post("/cgi-bin/qrcode/create", self.qrcode_create)
+        app.router.add_post("/cgi-bin/message/template/send", self.custom_send)
         self.server = TestServer(app, host="127.0.0.1")
         await self.server.start_server()
         return self

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.broadcasts import CAMPAIGN_ACTIONS
 from bot.flows.loader import FlowsInvalid, Known, load_flows
 from bot.journeys import Journeys
 from bot.validators import VALIDATORS
 
 ROOT = Path(__file__).resolve().parents[2]
-KNOWN = Known(validators=set(VALIDATORS), actions=set(Journeys.ACTION_NAMES),
+KNOWN = Known(validators=set(VALIDATORS),
+              actions=set(Journeys.ACTION_NAMES + CAMPAIGN_ACTIONS),
               award_rules={"signup", "checkin"}, required_templates=("fallback",))
 
 BASE = """
@@ -50,7 +52,7 @@ def test_the_base_file_is_valid(tmp_path):
 
 def test_shipped_flows_are_valid():
     flows = load_flows(ROOT / "flows", Known(
-        validators=set(VALIDATORS), actions=set(Journeys.ACTION_NAMES),
+        validators=set(VALIDATORS), actions=set(Journeys.ACTION_NAMES + CAMPAIGN_ACTIONS),
         award_rules={"signup", "checkin", "share", "referral", "poll"}))
     assert {"signup", "points_query", "checkin", "redeem", "welcome"} <= set(flows.flows)
 

@@ -21,6 +21,7 @@ from bot.messages import InboundMessage
 from bot.orchestrator import outbound_key
 from webhooks.channels import register_channel
 from webhooks.services import Services
+from webhooks.wechat.campaign_sender import WeChatCampaignSender
 from webhooks.wechat.late import JOB_NAME, WeChatLateSender, wechat_send_late
 from webhooks.wechat.parse import MalformedMessage, harden, to_inbound
 from webhooks.wechat.render import passive_xml
@@ -42,6 +43,8 @@ class WeChatChannel:
         self.late_sender = WeChatLateSender(services.arq, services.keys.queue)
         self.job_functions = [wechat_send_late]
         services.job_ctx["wechat_api"] = services.wechat_api
+        # Broadcasts, polls and life-stage messages go out through this account.
+        services.campaigns.sender = WeChatCampaignSender(services.wechat_api)
         assert JOB_NAME == wechat_send_late.__name__
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
