@@ -80,12 +80,21 @@ class FollowerOrder:
         if int(done or 0) >= ticket - 1:
             return True
         # The finisher of ticket-1 pushes to our turn list; BLPOP wakes us without polling.
-        pending = cast(Awaitable[Any], self._r.blpop(
-            [self._k.order_turn(follower, ticket)], timeout=max_wait  # type: ignore[arg-type]
-        ))
-        got = await pending
-        if got is not None:
-            return True
+        # In slices shorter than the client's socket timeout (5 s): one long BLPOP would
+        # fail as a socket timeout while a slow earlier turn (Rasa at its limit) runs.
+        deadline = time.monotonic() + max_wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            pending = cast(Awaitable[Any], self._r.blpop(
+                [self._k.order_turn(follower, ticket)],
+                timeout=max(1, min(3, int(left)))))
+            if await pending is not None:
+                return True
+            done = await self._r.get(self._k.order_done(follower))
+            if int(done or 0) >= ticket - 1:
+                return True
         done = await self._r.get(self._k.order_done(follower))
         return int(done or 0) >= ticket - 1
 

@@ -95,14 +95,17 @@ async def internal_guard(request: web.Request, handler: Handler) -> web.StreamRe
             raise web.HTTPForbidden(text="internal endpoint: loopback only")
         if request.path.startswith("/rasa/") and settings.rasa.action_token:
             given_token = request.query.get("token", "")
-            if not hmac.compare_digest(given_token.encode(), settings.rasa.action_token.encode()):
+            if not hmac.compare_digest(given_token.encode("utf-8", "surrogateescape"),
+                                       settings.rasa.action_token.encode()):
                 raise web.HTTPForbidden(text="missing or wrong action token")
         if request.path.startswith("/admin/"):
             expected = settings.admin.token
             if not expected:
                 raise web.HTTPForbidden(text="admin API disabled: set SCRM_ADMIN_TOKEN")
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), expected.encode()):
+            # "Bearer <token>" only; undecodable bytes compare as bytes (never a 500).
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    given.strip().encode("utf-8", "surrogateescape"), expected.encode()):
                 raise web.HTTPUnauthorized(text="missing or wrong admin token")
     return await handler(request)
 
