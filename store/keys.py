@@ -66,9 +66,9 @@ class Keys:
         """Flows the bot started for a member (an invitation); merged by her next turn."""
         return self._k("flow", profile_id, "inbox")
 
-    def send_rate(self, second: int) -> str:
-        """Sends counted in one wall-clock second, by every process (the global rate)."""
-        return self._k("rate", "send", str(second))
+    def send_rate(self, bucket: int = 0) -> str:
+        """The next free send slot (microseconds, Redis clock) for the global send rate."""
+        return self._k("rate", "send", str(bucket))
 
     def campaign_stop(self, broadcast_id: str) -> str:
         """Set when a broadcast is cancelled or paused: send loops check it before each send."""

@@ -181,31 +181,33 @@ class SendMarks:
         await self._r.delete(self._k.sent(key))
 
 
+# Reserves the next send slot: slots are 1/rate seconds apart, on Redis's clock, for
+# every process together. Returns how long the caller waits (microseconds) for its slot.
+_NEXT_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local step = tonumber(ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(now, last + step)
+redis.call('SET', KEYS[1], tostring(slot), 'PX', 60000)
+return slot - now
+"""
+
+
 class SendRate:
-    """A global send rate shared by every process: at most `per_second` sends are counted
-    in each wall-clock second (one INCR per send); a caller over the limit waits for the
-    next second."""
+    """A global send rate shared by every process, without bursts: each send reserves the
+    next slot, 1/rate seconds after the previous one, and waits for it."""
 
     def __init__(self, redis: Redis, keys: Keys, per_second: float) -> None:
         self._r = redis
         self._k = keys
-        self._per_second = per_second
+        self._step_us = int(1_000_000 / per_second)
+        self._next_slot: Any = redis.register_script(_NEXT_SLOT)
 
     async def acquire(self) -> None:
-        # A rate below 1/s is spread as one send per 1/rate seconds.
-        window = max(1.0, 1.0 / self._per_second)
-        allowed = max(1, int(self._per_second * window))
-        while True:
-            now = time.time()
-            slot = int(now // window)
-            key = self._k.send_rate(slot)
-            pipe = self._r.pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, int(window) + 2)
-            count, _ = await pipe.execute()
-            if int(count) <= allowed:
-                return
-            await asyncio.sleep(max(0.001, (slot + 1) * window - time.time()))
+        wait_us = int(await self._next_slot(keys=[self._k.send_rate(0)], args=[self._step_us]))
+        if wait_us > 0:
+            await asyncio.sleep(wait_us / 1_000_000)
 
 
 class CampaignStops:
