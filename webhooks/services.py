@@ -318,7 +318,9 @@ async def open_services(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker_task
         for worker in current:
-            with contextlib.suppress(Exception):
+            # Closing cancels its running jobs; their CancelledError ends here (the jobs
+            # stay in Redis and run again), not in the caller's shutdown.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await worker.close()
         await pool.aclose()
         await session.close()
