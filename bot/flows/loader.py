@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, nodes
+from jinja2 import TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot import yamlmarks
@@ -75,16 +75,22 @@ class _Checker:
         self.errors.append(FlowError(file, line, message))
 
     # -- files ------------------------------------------------------------------------
+    def _load(self, path: Path) -> tuple[Any, yamlmarks.Lines] | None:
+        """The file's data and line marks; None (error recorded) if unreadable or empty."""
+        try:
+            data, lines = yamlmarks.load(path.read_text(encoding="utf-8"), str(path))
+        except yamlmarks.YamlProblem as e:
+            self.err(str(path), e.line, e.problem)
+            return None
+        return None if data is None else (data, lines)
+
     def read_templates(self, path: Path) -> None:
         """A file under flows/templates/: broadcast and life-stage texts only."""
         fname = str(path)
-        try:
-            data, lines = yamlmarks.load(path.read_text(encoding="utf-8"), fname)
-        except yamlmarks.YamlProblem as e:
-            self.err(fname, e.line, e.problem)
+        loaded = self._load(path)
+        if loaded is None:
             return
-        if data is None:
-            return
+        data, lines = loaded
         if not isinstance(data, dict) or set(data) - {"templates"}:
             self.err(fname, 1, "a file in flows/templates/ holds only templates:")
             return
@@ -98,7 +104,7 @@ class _Checker:
                 continue
             for lang, source in by_lang.items():
                 try:
-                    used = nodes_vars(self.env, str(source))
+                    used = set(meta.find_undeclared_variables(self.env.parse(str(source))))
                 except TemplateSyntaxError:
                     continue  # reported by _templates
                 for var in sorted(used - set(MEMBER_VARS)):
@@ -153,13 +159,10 @@ class _Checker:
 
     def read(self, path: Path) -> None:
         fname = str(path)
-        try:
-            data, lines = yamlmarks.load(path.read_text(encoding="utf-8"), fname)
-        except yamlmarks.YamlProblem as e:
-            self.err(fname, e.line, e.problem)
+        loaded = self._load(path)
+        if loaded is None:
             return
-        if data is None:
-            return
+        data, lines = loaded
         if not isinstance(data, dict):
             self.err(fname, 1, "a flow file is a mapping with flows:, slots: and templates:")
             return
@@ -445,10 +448,3 @@ def load_flows(flows_dir: str | Path, known: Known) -> FlowSet:
     return FlowSet(flows=flows, slots=checker.slots, version=digest.hexdigest()[:12],
                    live=live, drafts=drafts, moments=checker.moments,
                    broadcast_templates=frozenset(checker.broadcast_templates))
-
-
-def nodes_vars(env: SandboxedEnvironment, source: str) -> set[str]:
-    """The variables a template reads from its context."""
-    from jinja2 import meta
-
-    return set(meta.find_undeclared_variables(env.parse(source)))
