@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -31,7 +30,7 @@ from bot.settings import MarketingSettings, Settings
 from bot.templates import TemplateLibrary, TemplateProblem, member_context
 from store.campaigns import delivery_id
 from store.protocols import Store
-from store.records import Profile
+from store.records import Profile, new_interaction
 from store.redis_state import CampaignStops, FlowStates, SendRate
 
 log = logging.getLogger(__name__)
@@ -263,24 +262,20 @@ class Campaigns:
         return total
 
     async def requeue(self, bid: str, suffix: str) -> None:
-        """Enqueue every chunk again (after a pause): claimed deliveries are not re-sent."""
+        """Enqueue again the chunks that still have queued deliveries (after a pause):
+        from the planned deliveries, not the segment, which may have changed since."""
         doc = await self._store.campaigns.get(bid)
         if doc is None:
             return
         if not doc.get("chunks"):
             await self._queue.enqueue("campaign_plan", [bid], f"plan:{bid}:{suffix}")
             return
-        done = set(doc.get("chunks_finished") or [])
-        ids_by_chunk: dict[int, list[str]] = {}
-        flt = self.segment(doc["query"], doc.get("confirmed_at") or self.clock())
-        i = 0
-        async for pid in self._store.profiles.ids_where(flt):
-            ids_by_chunk.setdefault(i // self._cfg.chunk_size, []).append(pid)
-            i += 1
-        for chunk, ids in ids_by_chunk.items():
-            if chunk not in done:
-                await self._queue.enqueue("campaign_send", [bid, chunk, ids],
-                                          f"send:{bid}:{chunk}:{suffix}")
+        pending = await self._store.campaigns.queued_by_chunk(bid)
+        if not pending:
+            await self._finish(bid)  # paused by its very last send: nothing left
+        for chunk, ids in pending.items():
+            await self._queue.enqueue("campaign_send", [bid, chunk, ids],
+                                      f"send:{bid}:{chunk}:{suffix}")
 
     async def send_chunk(self, bid: str, chunk: int, ids: list[str]) -> dict[str, int]:
         """Send one chunk's deliveries. Safe to run again: claimed ones are skipped."""
@@ -535,14 +530,10 @@ class Campaigns:
 
     async def _record(self, profile: Profile, channel: str, key: str, text: str, via: str,
                       bid: str) -> None:
-        import time as _time
-
-        await self._store.interactions.add({
-            "_id": uuid.uuid4().hex, "profile_id": profile["_id"], "channel": channel,
-            "direction": "out", "type": "text", "text": text, "payload": {"broadcast": bid},
-            "intent": None, "confidence": None, "latency_ms": None, "outcome": "sent",
-            "dedupe_key": f"bc:{key}", "ts": self.clock(), "seq": _time.time_ns(),
-            "delivery": via})
+        record = new_interaction(profile["_id"], channel, "out", "text", text,
+                                 {"broadcast": bid}, self.clock())
+        record.update({"outcome": "sent", "dedupe_key": f"bc:{key}", "delivery": via})
+        await self._store.interactions.add(record)
         await self._store.profiles.count_outbound(profile["_id"], 1)
 
     async def _pause(self, doc: dict[str, Any]) -> None:

@@ -222,29 +222,28 @@ async def _poll(c: Commands, call: Call) -> str:
     return preview.text
 
 
-@command("confirm", ("确认",), MARKETING, "/confirm <编号>")
-async def _confirm(c: Commands, call: Call) -> str:
+def _broadcast_id(call: Call) -> str:
     if not call.args:
         raise CommandError("缺少群发编号。")
-    call.audit["broadcast"] = call.args.upper()
-    return await c.campaigns.confirm(call.actor, call.role == "admin", call.args.upper(),
+    call.audit["broadcast"] = call.args.strip().upper()
+    return str(call.audit["broadcast"])
+
+
+@command("confirm", ("确认",), MARKETING, "/confirm <编号>")
+async def _confirm(c: Commands, call: Call) -> str:
+    return await c.campaigns.confirm(call.actor, call.role == "admin", _broadcast_id(call),
                                      call.now)
 
 
 @command("cancel", ("取消",), MARKETING, "/cancel <编号>")
 async def _cancel(c: Commands, call: Call) -> str:
-    if not call.args:
-        raise CommandError("缺少群发编号。")
-    call.audit["broadcast"] = call.args.upper()
-    return await c.campaigns.cancel(call.actor, call.role == "admin", call.args.upper(),
+    return await c.campaigns.cancel(call.actor, call.role == "admin", _broadcast_id(call),
                                     call.now)
 
 
 @command("status", ("状态",), STAFF, "/status <编号>")
 async def _status(c: Commands, call: Call) -> str:
-    if not call.args:
-        raise CommandError("缺少群发编号。")
-    return await c.campaigns.status(call.args.strip().upper())
+    return await c.campaigns.status(_broadcast_id(call))
 
 
 @command("tag", ("标签",), STAFF, "/tag add|remove <标签> <条件>  例: /tag add 活动A city:上海")

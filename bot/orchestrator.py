@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
@@ -27,7 +26,7 @@ from bot.templates import TemplateProblem, TemplateSource, detect_lang
 from store.errors import StoreUnavailable
 from store.outbox import Outbox
 from store.protocols import Store
-from store.records import FollowState, Identity, Interaction, Profile
+from store.records import FollowState, Identity, Interaction, Profile, new_interaction
 from store.redis_state import FollowerOrder
 
 log = logging.getLogger(__name__)
@@ -369,10 +368,5 @@ class Orchestrator:
         profile: Profile, channel: str, direction: str, kind: str, text: str | None,
         payload: dict[str, Any], ts: datetime,
     ) -> Interaction:
-        return {
-            "_id": uuid.uuid4().hex, "profile_id": profile["_id"], "channel": channel,
-            "direction": "in" if direction == "in" else "out", "type": kind, "text": text,
-            "payload": payload, "intent": None, "confidence": None, "latency_ms": None,
-            "outcome": "received" if direction == "in" else "queued", "dedupe_key": "",
-            "ts": ts, "seq": time.time_ns(),
-        }
+        return new_interaction(profile["_id"], channel, "in" if direction == "in" else "out",
+                               kind, text, payload, ts)

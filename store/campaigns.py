@@ -125,6 +125,15 @@ class MongoCampaigns:
             {"$set": {"status": "failed", "reason": "interrupted", "at": now}})
         return int(result.modified_count)
 
+    async def queued_by_chunk(self, broadcast_id: str) -> dict[int, list[str]]:
+        """Members still to send to, by the chunk they were planned in."""
+        out: dict[int, list[str]] = {}
+        cursor = self._deliveries.find({"broadcast": broadcast_id, "status": "queued"},
+                                       {"chunk": 1, "profile_id": 1}).sort("_id", ASCENDING)
+        async for doc in cursor:
+            out.setdefault(int(doc["chunk"]), []).append(str(doc["profile_id"]))
+        return out
+
     async def cancel_queued(self, broadcast_id: str, now: datetime) -> int:
         """Deliveries of a cancelled broadcast not yet started: skipped, reason cancelled."""
         result = await self._deliveries.update_many(

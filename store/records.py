@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -66,3 +68,15 @@ class Interaction(TypedDict):
 def identity_key(channel: str, app_id: str, openid: str) -> str:
     """The unique string under which a channel identity is indexed."""
     return f"{channel}:{app_id}:{openid}"
+
+
+def new_interaction(profile_id: str, channel: str, direction: Direction, kind: str,
+                    text: str | None, payload: dict[str, Any], ts: datetime) -> Interaction:
+    """A fresh interaction record (inbound "received", outbound "queued"; no dedupe key)."""
+    return {
+        "_id": uuid.uuid4().hex, "profile_id": profile_id, "channel": channel,
+        "direction": direction, "type": kind, "text": text, "payload": payload,
+        "intent": None, "confidence": None, "latency_ms": None,
+        "outcome": "received" if direction == "in" else "queued", "dedupe_key": "",
+        "ts": ts, "seq": time.time_ns(),
+    }
