@@ -255,6 +255,10 @@ class MongoStore:
     """Both repositories over one database; `embedded` says whether data is in memory."""
 
     def __init__(self, client: Any, database: str, embedded: bool) -> None:
+        if embedded:
+            from store import embedded as engine
+
+            engine.install()  # hash indexes: without them every lookup scans
         self._client = client
         self._db = client[database]
         self.embedded = embedded
