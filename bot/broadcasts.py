@@ -156,7 +156,7 @@ class Campaigns:
                 fields.get("nickname"))}} if fields.get("nickname") else member
             shown = self._render(content, masked, self._today(now), masked=True, poll=poll)
             lines.append(f"{i}. {shown}")
-        reach = await self._reach(flt, now, content)
+        reach = await self._reach(flt, total, now, content)
         bid = await self._new_draft(actor, query, content, total, now, poll)
         kind = "投票" if poll else "群发"
         text = (f"{kind}预览 {bid}（{self._cfg.confirm_minutes} 分钟内发送 /confirm {bid} 确认）\n"
@@ -399,18 +399,19 @@ class Campaigns:
                 raise CampaignError(f"缺少变量 {missing.group(1)}") from e
             raise CampaignError(str(e)) from e
 
-    async def _reach(self, flt: dict[str, Any], now: datetime, content: dict[str, Any]) -> str:
+    async def _reach(self, flt: dict[str, Any], total: int, now: datetime,
+                     content: dict[str, Any]) -> str:
         month = now.astimezone(self._tz).strftime("%Y-%m")
         count = self._store.profiles.count_where
-        unsub = await count({"$and": [flt, {"follow.state": "unsubscribed"}]})
-        live = {"$and": [flt, {"follow.state": {"$ne": "unsubscribed"}}]}
-        capped = await count({"$and": [live, {f"broadcasts.{month}":
-                                              {"$gte": self._cfg.monthly_cap}}]})
-        open_ = {"$and": [live, {f"broadcasts.{month}": {"$not": {"$gte":
-                                                                  self._cfg.monthly_cap}}}]}
+        live = {"follow.state": {"$ne": "unsubscribed"}}
+        under_cap = {f"broadcasts.{month}": {"$not": {"$gte": self._cfg.monthly_cap}}}
         window = now - timedelta(hours=self._cfg.window_hours)
-        in_window = await count({"$and": [open_, {"last_seen": {"$gte": window}}]})
-        outside = await count({"$and": [open_, {"last_seen": {"$lt": window}}]})
+        unsub = await count({"$and": [flt, {"follow.state": "unsubscribed"}]})
+        capped = await count({"$and": [flt, live, {f"broadcasts.{month}":
+                                                   {"$gte": self._cfg.monthly_cap}}]})
+        in_window = await count({"$and": [flt, live, under_cap,
+                                          {"last_seen": {"$gte": window}}]})
+        outside = total - unsub - capped - in_window  # the rest: one scan fewer
         mapped = self._template_message(content) is not None
         text = (f"预计: 客服消息 {in_window} · 模板消息 {outside if mapped else 0} · 跳过 "
                 f"{unsub + capped + (0 if mapped else outside)}（取关 {unsub}，本月已达 "

@@ -122,9 +122,12 @@ class MongoProfiles:
         return int(await self._col.count_documents(query))
 
     async def sample_where(self, query: dict[str, Any], n: int) -> list[Profile]:
-        # Newest first: a preview shows members a marketer is likely to recognise.
-        cursor = self._col.find(query).sort("last_seen", DESCENDING).limit(n)
-        return cast(list[Profile], await cursor.to_list(length=n))
+        # Newest first: a preview shows members a marketer is likely to recognise. The
+        # sort reads two fields per member; only the n chosen are read whole.
+        cursor = self._col.find(query, {"_id": 1, "last_seen": 1})
+        newest = await cursor.sort("last_seen", DESCENDING).limit(n).to_list(length=n)
+        found = {p["_id"]: p for p in await self.get_many([d["_id"] for d in newest])}
+        return [found[d["_id"]] for d in newest if d["_id"] in found]
 
     async def ids_where(self, query: dict[str, Any]) -> AsyncIterator[str]:
         """Profile ids matching `query`, in _id order (a stable order for chunking)."""

@@ -216,6 +216,7 @@ async def test_broadcast_preview_confirm_and_tally(app, wechat_api):
     assert "6 人" in preview and f"/confirm {bid}" in preview
     assert preview.count("亲爱的") == 3 and "小红" not in preview and "小*" in preview
     assert "客服消息 3" in preview and "取关 1" in preview and "本月已达 4 条 1" in preview
+    assert "跳过 3（" in preview and "48 小时外且无模板消息 1" in preview
     assert wechat_api.delivered() == []  # nothing before /confirm
     assert "已确认" in await admin.say(f"/confirm {bid}")
     assert await until(lambda: _done(app, bid))
