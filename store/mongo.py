@@ -37,6 +37,9 @@ class MongoProfiles:
 
     async def ensure_indexes(self) -> None:
         await self._col.create_index([("identity_keys", ASCENDING)], unique=True)
+        # A referral QR names the member id; /points and /tag name it too.
+        await self._col.create_index([("member.id", ASCENDING)], sparse=True)
+        await self._col.create_index([("referral.by", ASCENDING)], sparse=True)
 
     async def touch(self, identity: Identity, now: datetime, lang: str | None) -> Profile:
         key = identity_key(identity["channel"], identity["app_id"], identity["openid"])
