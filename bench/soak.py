@@ -539,14 +539,18 @@ def verify(s: Soak, store: dict[str, dict[str, Any]], fake: Any, apologies: set[
     }
 
 
-def bytes_per_interaction(store: dict[str, dict[str, Any]], n: int = 2000) -> float | None:
-    """Python heap bytes one stored interaction takes in the embedded engine (mongomock),
-    measured here with tracemalloc on copies of the real records. RSS growth beyond
-    this × the records stored is what a leak would show as."""
+async def bytes_per_interaction(store: dict[str, dict[str, Any]], n: int = 2000
+                                ) -> float | None:
+    """Python heap bytes one stored interaction takes in the embedded engine as the app
+    runs it (mongomock with the app's indexes and store/embedded.py's hash maps), measured
+    here with tracemalloc on copies of the real records. RSS growth beyond this × the
+    records stored is what a leak would show as."""
     import copy
     import tracemalloc
 
-    import mongomock
+    from mongomock_motor import AsyncMongoMockClient
+
+    from store.mongo import MongoStore
 
     rows = [r for d in store.values() for r in (d.get("interactions") or [])][:n]
     if not rows:
@@ -556,10 +560,16 @@ def bytes_per_interaction(store: dict[str, dict[str, Any]], n: int = 2000) -> fl
         doc = copy.deepcopy(r)
         doc["ts"] = datetime.fromisoformat(doc["ts"])  # stored as a datetime, not text
         docs.append(doc)
-    col = mongomock.MongoClient().db.interactions
+
+    engine = MongoStore(AsyncMongoMockClient(tz_aware=True), "soak", embedded=True)
+    await engine.interactions.ensure_indexes()
+    # The lookups the app makes, so the maps it keeps exist before measuring.
+    await engine.interactions.get("none")
+    await engine.interactions.latest("none", 1)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    col.insert_many(docs)
+    for doc in docs:
+        await engine.interactions.add(doc)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     return used / len(docs)
@@ -639,7 +649,8 @@ async def soak(s: Soak) -> None:
         bench_run.stop_proc(app)
         rasa_proc.stop(rasa)
         # With a real MongoDB the records live in its server, not in the app's RSS.
-        s.store_bytes_per_interaction = 0.0 if a.mongodb_url else bytes_per_interaction(store)
+        s.store_bytes_per_interaction = (0.0 if a.mongodb_url
+                                         else await bytes_per_interaction(store))
     finally:
         await fake.close()
 
