@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from bot.messages import InboundMessage
@@ -45,6 +44,7 @@ class WeChatBehindDoors(FakeWeChatAPI):
     answers until `hold_qr` calls arrived, so both processes are surely mid-call at once."""
 
     hold_qr: int = 0
+    route_prefix: str = "/{door}"
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def base(self, door: str) -> str:
@@ -68,7 +68,7 @@ class WeChatBehindDoors(FakeWeChatAPI):
 
     async def qrcode_create(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.calls.append(Call(request.path, dict(request.query), body))
+        self._record(request, body)
         if self.hold_qr and not self._released.is_set():
             if len(self.qr_calls()) >= self.hold_qr:
                 self._released.set()
@@ -80,16 +80,6 @@ class WeChatBehindDoors(FakeWeChatAPI):
         scene = body["action_info"]["scene"]["scene_str"]
         return web.json_response({"ticket": f"TICKET-{scene}",
                                   "url": f"http://weixin.qq.com/q/{scene}"})
-
-    async def start(self) -> WeChatBehindDoors:
-        app = web.Application()
-        app.router.add_post("/{door}/cgi-bin/stable_token", self.stable_token)
-        app.router.add_post("/{door}/cgi-bin/message/custom/send", self.custom_send)
-        app.router.add_post("/{door}/cgi-bin/qrcode/create", self.qrcode_create)
-        app.router.add_post("/{door}/cgi-bin/message/template/send", self.custom_send)
-        self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
-        return self
 
 
 @dataclass

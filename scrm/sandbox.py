@@ -1,0 +1,128 @@
+"""A WeChat API sandbox on loopback, for development and tests.
+
+`scrm up` runs it when no AppSecret is configured (nothing could reach WeChat anyway): it
+answers the calls the app makes (stable_token, customer-service and template messages,
+qrcode/create) as WeChat does, keeps every call, and lists what each follower was sent at
+`GET /sandbox/messages`, which `scrm chat` polls. So broadcasts, late replies, sister
+invitations and referral QR codes can be tried in the chat. The tests' fake WeChat API is
+this class with errcodes and delays to inject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+KEEP_CALLS = 10_000  # a long dev session must not grow without bound
+
+
+@dataclass
+class Call:
+    path: str
+    query: dict[str, str]
+    body: dict[str, Any]
+    seq: int = 0  # numbers every call, so a trimmed list still pages right
+
+
+def shown_text(body: dict[str, Any]) -> str:
+    """What the follower would see for a customer-service or template message."""
+    kind = body.get("msgtype")
+    if kind == "text":
+        return str(body.get("text", {}).get("content", ""))
+    if kind == "news":
+        return "\n".join(f"[{a.get('title', '')}] {a.get('url', '')}"
+                         for a in body.get("news", {}).get("articles", []))
+    if "template_id" in body:
+        values = [str(v.get("value", "")) for v in body.get("data", {}).values()
+                  if isinstance(v, dict)]
+        return f"[模板消息 {body['template_id']}] " + " / ".join(values)
+    return f"[{kind}]"
+
+
+@dataclass
+class WeChatSandbox:
+    calls: list[Call] = field(default_factory=list)
+    issued: int = 0
+    valid_tokens: set[str] = field(default_factory=set)
+    keep_calls: int | None = None  # None: keep all (tests count them)
+    route_prefix: str = ""  # e.g. "/{door}": one URL prefix per caller, in tests
+    _runner: web.AppRunner | None = field(default=None, repr=False)
+    _url: str = ""
+    _seq: int = 0
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def _record(self, request: web.Request, body: dict[str, Any]) -> None:
+        self.calls.append(Call(request.path, dict(request.query), body, self._seq))
+        self._seq += 1
+        if self.keep_calls is not None and len(self.calls) > self.keep_calls:
+            del self.calls[: len(self.calls) - self.keep_calls]
+
+    async def answer_send(self, body: dict[str, Any], token: str) -> int:
+        """The errcode for a send: WeChat refuses an unknown access_token with 40001."""
+        return 0 if token in self.valid_tokens else 40001
+
+    async def stable_token(self, request: web.Request) -> web.Response:
+        self._record(request, await request.json())
+        self.issued += 1
+        token = f"TOKEN-{self.issued}"
+        self.valid_tokens.add(token)
+        return web.json_response({"access_token": token, "expires_in": 7200})
+
+    async def custom_send(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        code = await self.answer_send(body, request.query.get("access_token", ""))
+        body["_errcode"] = code  # kept with the call: what WeChat accepted
+        return web.json_response({"errcode": code, "errmsg": "ok" if code == 0 else "error"})
+
+    async def qrcode_create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        scene = body["action_info"]["scene"]["scene_str"]
+        return web.json_response({"ticket": f"TICKET-{scene}",
+                                  "url": f"http://weixin.qq.com/q/{scene}"})
+
+    def delivered(self) -> list[Call]:
+        """Sends WeChat accepted (errcode 0), customer-service and template."""
+        return [c for c in self.calls if c.body.get("_errcode") == 0]
+
+    async def messages(self, request: web.Request) -> web.Response:
+        """What `openid` was sent from call number `after` on: the chat's push inbox."""
+        openid = request.query.get("openid", "")
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="after: a number") from None
+        found = [{"seq": c.seq, "text": shown_text(c.body)} for c in self.calls
+                 if c.seq >= after and c.body.get("_errcode") == 0
+                 and c.body.get("touser") == openid]
+        return web.json_response({"messages": found, "next": self._seq})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        cgi = f"{self.route_prefix}/cgi-bin"
+        app.router.add_post(f"{cgi}/stable_token", self.stable_token)
+        app.router.add_post(f"{cgi}/message/custom/send", self.custom_send)
+        app.router.add_post(f"{cgi}/message/template/send", self.custom_send)
+        app.router.add_post(f"{cgi}/qrcode/create", self.qrcode_create)
+        app.router.add_get("/sandbox/messages", self.messages)
+        return app
+
+    async def start(self, port: int = 0) -> WeChatSandbox:
+        """Serve on 127.0.0.1 (loopback only); port 0 picks a free one."""
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        bound = self._runner.addresses[0][1]
+        self._url = f"http://127.0.0.1:{bound}"
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
