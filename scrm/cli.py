@@ -10,6 +10,8 @@ import os
 import secrets
 import signal
 import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,12 +32,29 @@ def _settings(args: argparse.Namespace) -> Settings:
         sys.exit(f"scrm: {e}")
 
 
-async def _serve(settings: Settings, ready_extra: str = "") -> None:
-    """Run the web app until SIGINT/SIGTERM; print `ready` once it accepts requests."""
+def _with_sandbox(settings: Settings, port: int) -> Settings:
+    """Settings whose WeChat API is the sandbox on `port` (scrm/sandbox.py)."""
+    return settings.model_copy(update={"wechat": settings.wechat.model_copy(update={
+        "api_base": f"http://127.0.0.1:{port}", "app_secret": "sandbox"})})
+
+
+async def _serve(settings: Settings, ready_extra: str = "",
+                 sandbox_port: int | None = None) -> None:
+    """Run the web app until SIGINT/SIGTERM; print `ready` once it accepts requests.
+    With `sandbox_port`, the WeChat API sandbox runs beside it (loopback only)."""
     from aiohttp import web
 
+    from scrm.sandbox import KEEP_CALLS, WeChatSandbox
     from webhooks.app import create_app
 
+    sandbox = None
+    if sandbox_port is not None:
+        try:
+            sandbox = await WeChatSandbox(keep_calls=KEEP_CALLS).start(sandbox_port)
+        except OSError as e:
+            sys.exit(f"scrm: the WeChat API sandbox cannot listen on 127.0.0.1:{sandbox_port} "
+                     f"({e.strerror}); pick another with --sandbox-port, or --no-sandbox")
+        ready_extra += f", WeChat API sandbox {sandbox.url}"
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.app.host, settings.app.port)
@@ -52,6 +71,8 @@ async def _serve(settings: Settings, ready_extra: str = "") -> None:
     finally:
         print("stopping ...", file=sys.stderr, flush=True)
         await runner.cleanup()
+        if sandbox is not None:
+            await sandbox.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -80,6 +101,13 @@ def cmd_up(args: argparse.Namespace) -> None:
         "rasa": settings.rasa.model_copy(update={"url": f"http://127.0.0.1:{rasa_port}",
                                                  "action_token": action_token}),
     })
+    sandbox_port = None
+    if not settings.wechat.app_secret and not args.no_sandbox:
+        # Without an AppSecret nothing can reach WeChat: show the sends in `scrm chat`.
+        sandbox_port = args.sandbox_port or port + 1
+        settings = _with_sandbox(settings, sandbox_port)
+        print(f"no WECHAT_APP_SECRET: WeChat API calls go to the sandbox on 127.0.0.1:"
+              f"{sandbox_port}; `scrm chat` shows what the bot sends", file=sys.stderr)
     setup_logging(settings.app.log_level)
     model = rasa_proc.train(root)
     rasa_log = rasa_proc.cache_dir() / "logs" / f"rasa-{rasa_port}.log"
@@ -90,7 +118,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         if not rasa_proc.wait_http(f"http://127.0.0.1:{rasa_port}/status", 180, proc):
             tail = rasa_log.read_text(errors="replace")[-2000:] if rasa_log.exists() else ""
             sys.exit(f"scrm: Rasa did not start. Last lines of {rasa_log}:\n{tail}")
-        asyncio.run(_serve(settings, f", Rasa http://127.0.0.1:{rasa_port}"))
+        asyncio.run(_serve(settings, f", Rasa http://127.0.0.1:{rasa_port}", sandbox_port))
     finally:
         rasa_proc.stop(proc)
 
@@ -108,6 +136,50 @@ def _post(url: str, body: str) -> str:
         return str(resp.read().decode())
 
 
+class Pushes(threading.Thread):
+    """Shows what the bot sends the follower outside a reply (customer-service and template
+    messages: broadcasts, late answers, a sister's invitation), read from the WeChat API
+    sandbox that `scrm up` runs. Stops quietly when there is no sandbox."""
+
+    def __init__(self, base: str, openid: str, lock: threading.Lock) -> None:
+        super().__init__(daemon=True)
+        self._url = f"{base}/sandbox/messages?" + urllib.parse.urlencode({"openid": openid})
+        self._lock = lock
+        self.stop = threading.Event()
+        self.ready = threading.Event()  # the sandbox answered: from now on, all is shown
+        self.probed = threading.Event()  # the first poll is over, answered or not
+        self.shown = 0
+
+    def _poll(self, after: int) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self._url}&after={after}", timeout=5) as resp:  # noqa: S310 - loopback sandbox
+            return dict(json.loads(resp.read()))
+
+    def run(self) -> None:
+        try:
+            after = int(self._poll(1 << 62)["next"])  # only what is sent from now on
+        except (OSError, ValueError, KeyError):
+            return  # no sandbox: a real deployment, or `scrm up --no-sandbox`
+        finally:
+            self.probed.set()
+        self.ready.set()
+        while not self.stop.wait(0.5):
+            try:
+                data = self._poll(after)
+            except (OSError, ValueError):
+                continue
+            after = int(data["next"])
+            with self._lock:
+                for m in data["messages"]:
+                    print("bot (客服消息)>", str(m["text"]).replace("\n", "\n     "),
+                          flush=True)
+                    self.shown += 1
+
+
+def _sandbox_of(url: str) -> str:
+    port = urllib.parse.urlsplit(url).port or 80
+    return f"http://127.0.0.1:{port + 1}"
+
+
 def cmd_chat(args: argparse.Namespace) -> None:
     from scrm.follower import Follower, describe
 
@@ -117,6 +189,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
                         app_id=settings.wechat.app_id, aes_key=settings.wechat.aes_key)
     print(f"Chatting as follower {args.openid} with {url}/wechat "
           "(:follow, :unfollow, :click KEY, :image, :quit)")
+    lock = threading.Lock()
+    pushes = Pushes(args.sandbox or _sandbox_of(url), args.openid, lock)
+    pushes.start()
+    pushes.probed.wait(6)
 
     def send(xml: str) -> None:
         query, body = follower.request(xml)
@@ -128,14 +204,17 @@ def cmd_chat(args: argparse.Namespace) -> None:
         except urllib.error.URLError as e:
             print(f"!! cannot reach {url}: {e.reason} (is `scrm up` running?)")
             return
-        print("bot>", describe(follower.read_reply(answer)).replace("\n", "\n     "))
+        with lock:
+            print("bot>", describe(follower.read_reply(answer)).replace("\n", "\n     "),
+                  flush=True)
 
     for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
         line = line.strip()
         if not line:
             continue
         if not sys.stdin.isatty():
-            print("you>", line)  # piped input: show the conversation as it would look
+            with lock:  # piped input: show the conversation as it would look
+                print("you>", line, flush=True)
         if line == ":quit":
             break
         if line == ":follow":
@@ -148,6 +227,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
             send(follower.xml("image", PicUrl="http://example.invalid/p.jpg", MediaId="m1"))
         else:
             send(follower.text(line))
+    if pushes.ready.is_set() and not sys.stdin.isatty():
+        # Piped input ends at once; what the bot sends after its replies is still coming.
+        time.sleep(max(0.0, args.wait))
+    pushes.stop.set()
 
 
 def _admin(settings: Settings, url: str | None, method: str, path: str,
@@ -308,6 +391,10 @@ def main(argv: list[str] | None = None) -> None:
     up = sub.add_parser("up", help="Rasa + web app in the foreground; Ctrl-C stops both")
     up.add_argument("--port", type=int, default=None)
     up.add_argument("--rasa-port", type=int, default=5005)
+    up.add_argument("--sandbox-port", type=int, default=None,
+                    help="WeChat API sandbox port (default: the app's port + 1)")
+    up.add_argument("--no-sandbox", action="store_true",
+                    help="no sandbox even without WECHAT_APP_SECRET (sends then fail)")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="the web app alone, against RASA_URL")
@@ -320,6 +407,11 @@ def main(argv: list[str] | None = None) -> None:
     chat = sub.add_parser("chat", help="talk to the running server as a WeChat follower")
     chat.add_argument("--url", default=None)
     chat.add_argument("--openid", default="o_demo_follower")
+    chat.add_argument("--sandbox", default=None,
+                      help="WeChat API sandbox whose sends to you are shown (default: the "
+                           "server's port + 1, as `scrm up` starts it)")
+    chat.add_argument("--wait", type=float, default=3.0,
+                      help="with piped input: seconds to wait for pushed messages at the end")
     chat.set_defaults(func=cmd_chat)
 
     profile = sub.add_parser("profile", help="member profiles")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,16 +46,18 @@ def port_open(port: int) -> bool:
 
 
 def test_up_chat_profile_and_stop(rasa_server):
-    port, rasa_port = free_port(), free_port()
+    port, rasa_port, sandbox_port = free_port(), free_port(), free_port()
     env = env_for(port)
-    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port)],
+    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port),
+                             "--sandbox-port", str(sandbox_port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:
         ready = wait_line(proc, "ready", 240)
         assert f"http://127.0.0.1:{port}/wechat" in ready and str(rasa_port) in ready
         chat = run_scrm("chat", "--url", f"http://127.0.0.1:{port}", "--openid", "o_cli",
-                        env=env, input_text=":follow\n算了\n你好\n我的资料\nhello\n:quit\n")
+                        "--sandbox", f"http://127.0.0.1:{sandbox_port}", env=env,
+                        input_text=":follow\n算了\n你好\n我的资料\nhello\n:quit\n")
         assert chat.returncode == 0, chat.stderr
         out = chat.stdout
         assert "欢迎加入姐妹社区" in out and "隐私政策" in out  # a follow starts sign-up
@@ -76,7 +79,46 @@ def test_up_chat_profile_and_stop(rasa_server):
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     assert code == 0
-    assert not port_open(port) and not port_open(rasa_port)
+    assert not port_open(port) and not port_open(rasa_port) and not port_open(sandbox_port)
+
+
+def test_sandbox_shows_what_the_bot_sends_in_chat(rasa_server):
+    """Without an AppSecret, `scrm up` runs the WeChat API sandbox: a marketer's broadcast,
+    its progress and tally, and a referral QR code all reach `scrm chat`."""
+    port, rasa_port = free_port(), free_port()
+    env = env_for(port, SCRM_ADMINS="o_boss", SCRM_QUIET_HOURS="off")
+    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        ready = wait_line(proc, "ready", 240)
+        assert f"WeChat API sandbox http://127.0.0.1:{port + 1}" in ready
+        url = f"http://127.0.0.1:{port}"
+        # A member who wrote today (inside WeChat's 48-hour window) asks for her QR code.
+        signup = run_scrm("chat", "--url", url, "--openid", "o_fan", env=env,
+                          input_text=":follow\n同意\n同意\n小美\n13812345678\n1\n"
+                                     "2027-03-25\n上海\n邀请好友\n")
+        assert "注册成功" in signup.stdout, signup.stdout
+        assert "showqrcode?ticket=TICKET-ref_" in signup.stdout  # the QR the sandbox made
+        first = run_scrm("chat", "--url", url, "--openid", "o_boss", env=env,
+                         input_text="/broadcast all | 周末亲子活动报名开始啦\n")
+        assert first.returncode == 0, first.stderr
+        match = re.search(r"/confirm (\S+)", first.stdout)
+        assert match, first.stdout
+        fan = subprocess.Popen([scrm_bin(), "chat", "--url", url, "--openid", "o_fan",
+                                "--wait", "5"], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # her chat is listening before the broadcast goes
+        second = run_scrm("chat", "--url", url, "--openid", "o_boss", "--wait", "10", env=env,
+                          input_text=f"/confirm {match.group(1)}\n")
+        out, _ = fan.communicate("", timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert "bot (客服消息)> 周末亲子活动报名开始啦" in out
+    assert out.count("周末亲子活动报名开始啦") == 1  # once, never twice
+    assert "已确认" in second.stdout
+    assert "bot (客服消息)>" in second.stdout and "发送完成" in second.stdout
 
 
 def test_serve_alone_apologises_when_rasa_is_down_and_stops_on_sigint():
