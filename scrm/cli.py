@@ -20,7 +20,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from bot.settings import ConfigError, Settings, load_settings
+from bot.settings import ConfigError, Settings, WeChatSettings, load_settings
 
 log = logging.getLogger("scrm")
 
@@ -102,7 +102,9 @@ def cmd_up(args: argparse.Namespace) -> None:
                                                  "action_token": action_token}),
     })
     sandbox_port = None
-    if not settings.wechat.app_secret and not args.no_sandbox:
+    official = WeChatSettings.model_fields["api_base"].default
+    if not (settings.wechat.app_secret or args.no_sandbox
+            or settings.wechat.api_base != official):
         # Without an AppSecret nothing can reach WeChat: show the sends in `scrm chat`.
         sandbox_port = args.sandbox_port or port + 1
         settings = _with_sandbox(settings, sandbox_port)
@@ -394,7 +396,8 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--sandbox-port", type=int, default=None,
                     help="WeChat API sandbox port (default: the app's port + 1)")
     up.add_argument("--no-sandbox", action="store_true",
-                    help="no sandbox even without WECHAT_APP_SECRET (sends then fail)")
+                    help="no sandbox even without WECHAT_APP_SECRET (sends then fail); "
+                         "a WECHAT_API_BASE of your own also turns it off")
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser("serve", help="the web app alone, against RASA_URL")
