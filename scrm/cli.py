@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -86,6 +87,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
     asyncio.run(_serve(settings))
 
 
+def _check_free(port: int, what: str, hint: str, taken: tuple[int, ...]) -> None:
+    """Exit with a clear message now, not after minutes of training, if `port` is no good."""
+    problem = None
+    if not 0 < port < 65536:
+        problem = "not a port number"
+    elif port in taken:
+        problem = "the app or Rasa uses it"
+    else:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as e:
+                problem = e.strerror or str(e)
+    if problem:
+        sys.exit(f"scrm: {what} cannot listen on 127.0.0.1:{port} ({problem}); {hint}")
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     from bot.logs import setup_logging
     from scrm import rasa_proc
@@ -107,6 +125,8 @@ def cmd_up(args: argparse.Namespace) -> None:
             or settings.wechat.api_base != official):
         # Without an AppSecret nothing can reach WeChat: show the sends in `scrm chat`.
         sandbox_port = args.sandbox_port or port + 1
+        _check_free(sandbox_port, "the WeChat API sandbox",
+                    "pick another with --sandbox-port P, or --no-sandbox", taken=(port, rasa_port))
         settings = _with_sandbox(settings, sandbox_port)
         print(f"no WECHAT_APP_SECRET: WeChat API calls go to the sandbox on 127.0.0.1:"
               f"{sandbox_port}; `scrm chat` shows what the bot sends", file=sys.stderr)
@@ -143,38 +163,57 @@ class Pushes(threading.Thread):
     messages: broadcasts, late answers, a sister's invitation), read from the WeChat API
     sandbox that `scrm up` runs. Stops quietly when there is no sandbox."""
 
-    def __init__(self, base: str, openid: str, lock: threading.Lock) -> None:
+    def __init__(self, base: str, openid: str, lock: threading.Lock, prompt: str) -> None:
         super().__init__(daemon=True)
         self._url = f"{base}/sandbox/messages?" + urllib.parse.urlencode({"openid": openid})
         self._lock = lock
+        self._prompt = prompt  # redrawn after a push lands on an interactive prompt
+        self._after = 0
         self.stop = threading.Event()
         self.ready = threading.Event()  # the sandbox answered: from now on, all is shown
         self.probed = threading.Event()  # the first poll is over, answered or not
-        self.shown = 0
 
-    def _poll(self, after: int) -> dict[str, Any]:
+    def _poll(self, after: int) -> tuple[list[str], int]:
+        """(texts sent from call `after` on, the next call number); ValueError if the
+        answer is not the sandbox's."""
         with urllib.request.urlopen(f"{self._url}&after={after}", timeout=5) as resp:  # noqa: S310 - loopback sandbox
-            return dict(json.loads(resp.read()))
+            data = json.loads(resp.read())
+        try:
+            return [str(m["text"]) for m in data["messages"]], int(data["next"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a sandbox answer: {e}") from None
+
+    def _show(self) -> None:
+        try:
+            texts, after = self._poll(self._after)
+        except (OSError, ValueError):
+            return
+        # A restarted sandbox numbers from 0 again: read it from the start.
+        self._after = 0 if after < self._after else after
+        with self._lock:
+            for text in texts:
+                print(("\r\033[K" if self._prompt else "") + "bot (客服消息)>",
+                      text.replace("\n", "\n     "), flush=True)
+            if texts and self._prompt:
+                print(self._prompt, end="", flush=True)
 
     def run(self) -> None:
         try:
-            after = int(self._poll(1 << 62)["next"])  # only what is sent from now on
-        except (OSError, ValueError, KeyError):
+            self._after = self._poll(1 << 62)[1]  # only what is sent from now on
+        except (OSError, ValueError):
             return  # no sandbox: a real deployment, or `scrm up --no-sandbox`
         finally:
             self.probed.set()
         self.ready.set()
         while not self.stop.wait(0.5):
-            try:
-                data = self._poll(after)
-            except (OSError, ValueError):
-                continue
-            after = int(data["next"])
-            with self._lock:
-                for m in data["messages"]:
-                    print("bot (客服消息)>", str(m["text"]).replace("\n", "\n     "),
-                          flush=True)
-                    self.shown += 1
+            self._show()
+
+    def finish(self) -> None:
+        """Stop, showing what arrived since the last poll."""
+        self.stop.set()
+        self.join(6)
+        if self.ready.is_set():
+            self._show()
 
 
 def _sandbox_of(url: str) -> str:
@@ -192,9 +231,13 @@ def cmd_chat(args: argparse.Namespace) -> None:
     print(f"Chatting as follower {args.openid} with {url}/wechat "
           "(:follow, :unfollow, :click KEY, :image, :quit)")
     lock = threading.Lock()
-    pushes = Pushes(args.sandbox or _sandbox_of(url), args.openid, lock)
+    prompt = "you> " if sys.stdin.isatty() else ""
+    pushes = Pushes(args.sandbox or _sandbox_of(url), args.openid, lock, prompt)
     pushes.start()
     pushes.probed.wait(6)
+    if pushes.ready.is_set():
+        print("(WeChat API sandbox connected: what the bot sends you shows as "
+              "'bot (客服消息)>')", flush=True)
 
     def send(xml: str) -> None:
         query, body = follower.request(xml)
@@ -210,7 +253,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
             print("bot>", describe(follower.read_reply(answer)).replace("\n", "\n     "),
                   flush=True)
 
-    for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+    for line in sys.stdin if not prompt else iter(lambda: input(prompt), None):
         line = line.strip()
         if not line:
             continue
@@ -232,7 +275,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
     if pushes.ready.is_set() and not sys.stdin.isatty():
         # Piped input ends at once; what the bot sends after its replies is still coming.
         time.sleep(max(0.0, args.wait))
-    pushes.stop.set()
+    pushes.finish()
 
 
 def _admin(settings: Settings, url: str | None, method: str, path: str,

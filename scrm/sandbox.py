@@ -66,8 +66,12 @@ class WeChatSandbox:
         """The errcode for a send: WeChat refuses an unknown access_token with 40001."""
         return 0 if token in self.valid_tokens else 40001
 
+    async def before_token(self) -> None:
+        """Called between recording a token request and answering it (tests delay here)."""
+
     async def stable_token(self, request: web.Request) -> web.Response:
         self._record(request, await request.json())
+        await self.before_token()
         self.issued += 1
         token = f"TOKEN-{self.issued}"
         self.valid_tokens.add(token)
@@ -115,7 +119,8 @@ class WeChatSandbox:
 
     async def start(self, port: int = 0) -> WeChatSandbox:
         """Serve on 127.0.0.1 (loopback only); port 0 picks a free one."""
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # Cancel a handler whose caller gave up, as a closed connection to WeChat would.
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
         bound = self._runner.addresses[0][1]

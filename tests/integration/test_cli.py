@@ -19,7 +19,10 @@ pytestmark = pytest.mark.rasa
 
 
 def env_for(port: int, **extra: str) -> dict[str, str]:
-    return {**os.environ, "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": "wx-cli",
+    # A WeChat AppSecret or API base from the shell would turn `scrm up`'s sandbox off.
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("WECHAT_APP_SECRET", "WECHAT_API_BASE")}
+    return {**inherited, "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": "wx-cli",
             "SCRM_ADMIN_TOKEN": ADMIN, "SCRM_REDIS_NAMESPACE": f"test-cli-{uuid.uuid4().hex[:8]}",
             "SCRM_LOG_LEVEL": "WARNING", "SCRM_ENV_FILE": "/dev/null", **extra}
 
@@ -85,32 +88,36 @@ def test_up_chat_profile_and_stop(rasa_server):
 def test_sandbox_shows_what_the_bot_sends_in_chat(rasa_server):
     """Without an AppSecret, `scrm up` runs the WeChat API sandbox: a marketer's broadcast,
     its progress and tally, and a referral QR code all reach `scrm chat`."""
-    port, rasa_port = free_port(), free_port()
+    port, rasa_port, sandbox_port = free_port(), free_port(), free_port()
     env = env_for(port, SCRM_ADMINS="o_boss", SCRM_QUIET_HOURS="off")
-    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port)],
+    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port),
+                             "--sandbox-port", str(sandbox_port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     try:
         ready = wait_line(proc, "ready", 240)
-        assert f"WeChat API sandbox http://127.0.0.1:{port + 1}" in ready
+        assert f"WeChat API sandbox http://127.0.0.1:{sandbox_port}" in ready
         url = f"http://127.0.0.1:{port}"
+        sandbox = ("--sandbox", f"http://127.0.0.1:{sandbox_port}")
         # A member who wrote today (inside WeChat's 48-hour window) asks for her QR code.
-        signup = run_scrm("chat", "--url", url, "--openid", "o_fan", env=env,
+        signup = run_scrm("chat", "--url", url, "--openid", "o_fan", *sandbox, env=env,
                           input_text=":follow\n同意\n同意\n小美\n13812345678\n1\n"
                                      "2027-03-25\n上海\n邀请好友\n")
         assert "注册成功" in signup.stdout, signup.stdout
         assert "showqrcode?ticket=TICKET-ref_" in signup.stdout  # the QR the sandbox made
-        first = run_scrm("chat", "--url", url, "--openid", "o_boss", env=env,
+        first = run_scrm("chat", "--url", url, "--openid", "o_boss", *sandbox, env=env,
                          input_text="/broadcast all | 周末亲子活动报名开始啦\n")
         assert first.returncode == 0, first.stderr
         match = re.search(r"/confirm (\S+)", first.stdout)
         assert match, first.stdout
         fan = subprocess.Popen([scrm_bin(), "chat", "--url", url, "--openid", "o_fan",
-                                "--wait", "5"], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)  # her chat is listening before the broadcast goes
-        second = run_scrm("chat", "--url", url, "--openid", "o_boss", "--wait", "10", env=env,
-                          input_text=f"/confirm {match.group(1)}\n")
+                                *sandbox, "--wait", "5"], cwd=ROOT, env=env,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        # Her chat listens (it says so) before the broadcast goes.
+        wait_line(fan, "sandbox connected", 30)
+        second = run_scrm("chat", "--url", url, "--openid", "o_boss", *sandbox, "--wait", "10",
+                          env=env, input_text=f"/confirm {match.group(1)}\n")
         out, _ = fan.communicate("", timeout=60)
     finally:
         proc.send_signal(signal.SIGTERM)

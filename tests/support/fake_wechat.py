@@ -9,8 +9,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from scrm.sandbox import Call, WeChatSandbox
 
 __all__ = ["Call", "FakeWeChatAPI"]
@@ -36,9 +34,8 @@ class FakeWeChatAPI(WeChatSandbox):
     def qr_calls(self) -> list[Call]:
         return [c for c in self.calls if c.path == "/cgi-bin/qrcode/create"]
 
-    async def stable_token(self, request: web.Request) -> web.Response:
+    async def before_token(self) -> None:
         await asyncio.sleep(self.token_delay)
-        return await super().stable_token(request)
 
     async def answer_send(self, body: dict[str, Any], token: str) -> int:
         if self.send_delay:
