@@ -3,9 +3,10 @@
 The soak (bench/soak.py) runs the embedded MongoDB engine inside the app's process, so the
 app's RSS grows with every stored interaction by design; RSS alone cannot tell a leak from
 data. This test can: an in-process app against the real Rasa server takes 1,500 warm-up
-messages, then 1,000 measured ones from 200 followers, under tracemalloc. The records written
-during the measured phase are deleted again, and the heap the app still holds (leaving out
-the load generator's side and the embedded engine's own tables) is what it kept per message.
+messages, then 1,000 measured ones from 200 followers, posted by a load generator in its
+own process (tests/support/load.py), under tracemalloc. The records written during the
+measured phase are deleted again, and the heap the app still holds (leaving out only the
+embedded engine's own tables, whose dicts keep their size after deletes) is what it kept.
 
 The limit, 350 B a message, is the soak's target read per message: 10 % of the app's
 starting RSS (about 100 MiB) spread over the 30,000 messages of 10 minutes at 50 msg/s.
@@ -15,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import random
+import sys
 import tracemalloc
 from typing import Any
 
 import pytest
 
-from scrm.follower import Follower
-from tests.conftest import APP_PORT, TOKEN, make_settings
+from tests.conftest import APP_PORT, ROOT, TOKEN, make_settings
 
 pytestmark = pytest.mark.rasa
 
@@ -31,28 +31,20 @@ WARMUP = 300
 PRIMER = 1200
 MEASURED = 1000
 LIMIT_BYTES_PER_MESSAGE = 350
-TEXTS = ["你好", "我的积分", "签到", "帮助", "宝宝晚上总是哭怎么办", "谢谢", "今天天气真好", "再见"]
 
-# Allocations that are not the app's to keep: the test's own HTTP client and this file, and
-# the embedded engine's internal tables (dicts and sets keep their size after deletes).
-NOT_THE_APP = ["*/aiohttp/client*.py", "*/aiohttp/test_utils.py", "*/aiohttp/connector.py",
-               "*/mongomock/*", "*/mongomock_motor/*", "*/store/embedded.py", __file__]
+# The embedded engine's internal tables: dicts and sets keep their size after deletes.
+# (tests/contract/test_embedded_index.py checks its maps against rebuilt ones.)
+ENGINE = ["*/mongomock/*", "*/mongomock_motor/*", "*/store/embedded.py", __file__]
 
 
-async def _send(app: Any, followers: list[Follower], n: int, rng: random.Random) -> None:
-    sem = asyncio.Semaphore(16)
-    statuses: list[int] = []
-
-    async def one(i: int) -> None:
-        # Every follower speaks in turn, so the warm-up has met them all.
-        f = followers[i % len(followers)]
-        async with sem:
-            status, _ = await app.post_wechat(*f.request(f.text(rng.choice(TEXTS))))
-            statuses.append(status)
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    await app.services.orchestrator.drain(10)
-    assert statuses == [200] * n
+async def _send(url: str, n: int, seed: int) -> None:
+    """n messages from the load generator process; every one must get a 200."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.load", url, str(n), "--token", TOKEN,
+        "--followers", str(FOLLOWERS), "--prefix", "o_mem", "--seed", str(seed), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
 
 
 async def _ids(db: Any) -> dict[str, list[Any]]:
@@ -62,19 +54,20 @@ async def _ids(db: Any) -> dict[str, list[Any]]:
 
 async def test_the_app_keeps_nothing_per_message(start_app, namespace, rasa_server):
     app = await start_app(make_settings(namespace, rasa_server), port=APP_PORT)
-    followers = [Follower(token=TOKEN, openid=f"o_mem_{k:03d}") for k in range(FOLLOWERS)]
-    rng = random.Random(7)
+    url = f"http://127.0.0.1:{APP_PORT}"
     db = app.store._db  # the embedded engine's database: the test deletes what it wrote
-    await _send(app, followers, WARMUP, rng)
+    await _send(url, WARMUP, 1)
     tracemalloc.start(12)
     try:
         # Traced before the start snapshot, so that bounded caches (yarl keeps the last
         # 1,024 parsed queries) replace traced entries and do not look like growth.
-        await _send(app, followers, PRIMER, rng)
+        await _send(url, PRIMER, 2)
+        await app.services.orchestrator.drain(10)
         before = await _ids(db)
         gc.collect()
         start = tracemalloc.take_snapshot()
-        await _send(app, followers, MEASURED, rng)
+        await _send(url, MEASURED, 3)
+        await app.services.orchestrator.drain(10)
         stored = sum(len(v) for v in (await _ids(db)).values()) - sum(
             len(v) for v in before.values())
         for name, ids in before.items():
@@ -84,7 +77,11 @@ async def test_the_app_keeps_nothing_per_message(start_app, namespace, rasa_serv
     finally:
         tracemalloc.stop()
 
-    filters = [tracemalloc.Filter(False, p, all_frames=True) for p in NOT_THE_APP]
+    # Stop the app before the fixtures clean its Redis namespace (closing it after that
+    # clean-up stalled the teardown for minutes, in this test only: not yet understood).
+    await app.client.close()
+
+    filters = [tracemalloc.Filter(False, p, all_frames=True) for p in ENGINE]
     diff = end.filter_traces(filters).compare_to(start.filter_traces(filters), "traceback")
     kept = sum(d.size_diff for d in diff)
     per_message = kept / MEASURED
