@@ -48,13 +48,18 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def scrm_up(env: dict[str, str], port: int, rasa_port: int,
+            sandbox_port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port",
+                             str(rasa_port), "--sandbox-port", str(sandbox_port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+
+
 def test_up_chat_profile_and_stop(rasa_server):
     port, rasa_port, sandbox_port = free_port(), free_port(), free_port()
     env = env_for(port)
-    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port),
-                             "--sandbox-port", str(sandbox_port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    proc = scrm_up(env, port, rasa_port, sandbox_port)
     try:
         ready = wait_line(proc, "ready", 240)
         assert f"http://127.0.0.1:{port}/wechat" in ready and str(rasa_port) in ready
@@ -90,10 +95,7 @@ def test_sandbox_shows_what_the_bot_sends_in_chat(rasa_server):
     its progress and tally, and a referral QR code all reach `scrm chat`."""
     port, rasa_port, sandbox_port = free_port(), free_port(), free_port()
     env = env_for(port, SCRM_ADMINS="o_boss", SCRM_QUIET_HOURS="off")
-    proc = subprocess.Popen([scrm_bin(), "up", "--port", str(port), "--rasa-port", str(rasa_port),
-                             "--sandbox-port", str(sandbox_port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+    proc = scrm_up(env, port, rasa_port, sandbox_port)
     try:
         ready = wait_line(proc, "ready", 240)
         assert f"WeChat API sandbox http://127.0.0.1:{sandbox_port}" in ready
