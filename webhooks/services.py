@@ -267,10 +267,16 @@ async def open_services(
             late_senders[name] = channel.late_sender
         services.job_functions.extend(channel.job_functions)
 
+    stopping = asyncio.Event()
+
     async def write_outbox_forever(every: float = 1.0) -> None:
         # Messages kept while the database was down are written as soon as it is back.
-        while True:
-            await asyncio.sleep(every)
+        # The flag, not only cancel(), ends the loop: a shutdown once waited minutes on
+        # this task after its cancellation was lost (tests/reliability/test_memory.py).
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), every)
+                return
             with contextlib.suppress(Exception):
                 await orchestrator.replay_outbox()
 
@@ -306,9 +312,9 @@ async def open_services(
         yield services
     finally:
         await orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
+        stopping.set()
         outbox_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await outbox_task
+        await asyncio.wait({outbox_task}, timeout=5)
         if not rebuild.done():
             rebuild.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -77,10 +77,6 @@ async def test_the_app_keeps_nothing_per_message(start_app, namespace, rasa_serv
     finally:
         tracemalloc.stop()
 
-    # Stop the app before the fixtures clean its Redis namespace (closing it after that
-    # clean-up stalled the teardown for minutes, in this test only: not yet understood).
-    await app.client.close()
-
     filters = [tracemalloc.Filter(False, p, all_frames=True) for p in ENGINE]
     diff = end.filter_traces(filters).compare_to(start.filter_traces(filters), "traceback")
     kept = sum(d.size_diff for d in diff)
