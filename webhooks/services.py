@@ -81,6 +81,19 @@ class Services:
     channels: dict[str, Channel] = field(default_factory=dict)
 
 
+async def stop_task(task: asyncio.Task[Any], name: str, timeout: float = 5.0) -> None:
+    """Cancel a background task and wait for it, at most `timeout` s: a cancellation lost
+    inside the task (seen once with the outbox writer) must not hold up shutdown."""
+    if not task.done():
+        task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.warning("background task did not stop", extra={"task": name})
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("background task failed", extra={"task": name,
+                                                      "error": repr(task.exception())[:200]})
+
+
 async def supervise(make_worker: Callable[[], Worker], pause: float = 1.0) -> None:
     """Run the job worker for the life of the app; start a new one when it dies.
 
@@ -271,8 +284,8 @@ async def open_services(
 
     async def write_outbox_forever(every: float = 1.0) -> None:
         # Messages kept while the database was down are written as soon as it is back.
-        # The flag, not only cancel(), ends the loop: a shutdown once waited minutes on
-        # this task after its cancellation was lost (tests/reliability/test_memory.py).
+        # The flag, not only cancel(), ends the loop: once its cancellation was lost and
+        # shutdown waited minutes on it (tests/reliability/test_memory.py).
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), every)
@@ -313,16 +326,10 @@ async def open_services(
     finally:
         await orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
         stopping.set()
-        outbox_task.cancel()
-        await asyncio.wait({outbox_task}, timeout=5)
-        if not rebuild.done():
-            rebuild.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await rebuild
+        await stop_task(outbox_task, "outbox")
+        await stop_task(rebuild, "matching rebuild")
         if worker_task is not None:
-            worker_task.cancel()  # stop the supervisor first, then close its worker
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker_task
+            await stop_task(worker_task, "job supervisor")  # then close its worker
         for worker in current:
             # Closing cancels its running jobs; their CancelledError ends here (the jobs
             # stay in Redis and run again), not in the caller's shutdown.
