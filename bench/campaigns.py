@@ -32,35 +32,40 @@ from mongomock_motor import AsyncMongoMockClient  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from bench.matching import profiles  # noqa: E402
-from bot.broadcasts import CAMPAIGN_ACTIONS, Campaigns  # noqa: E402
-from bot.flows.registry import FlowRegistry  # noqa: E402
-from bot.journeys import Journeys  # noqa: E402
-from bot.points import Points  # noqa: E402
-from bot.settings import load_settings  # noqa: E402
+from bot.core import build_core  # noqa: E402
+from bot.marketing.campaigns import Campaigns  # noqa: E402
+from bot.metrics import Metrics  # noqa: E402
 from store.keys import Keys  # noqa: E402
 from store.mongo import MongoStore  # noqa: E402
-from store.redis_state import CampaignStops, FlowStates, SendRate, TokenCache  # noqa: E402
+from store.redis_state import redis_state  # noqa: E402
 from tests.support.fake_wechat import FakeWeChatAPI  # noqa: E402
+from webhooks.config import load_settings  # noqa: E402
 from webhooks.services import ArqQueue  # noqa: E402
 from webhooks.wechat.api import WeChatAPI  # noqa: E402
-from webhooks.wechat.campaign_sender import WeChatCampaignSender  # noqa: E402
+from webhooks.wechat.outlet import WeChatOutlet  # noqa: E402
 
 
-async def nobody(profile_id: str, text: str, key: str) -> bool:
-    return True
+class NoNlu:
+    async def parse(self, text: str, follower: str = "") -> Any:
+        raise NotImplementedError("the campaign benchmark sends no chat")
 
 
-def make(store: MongoStore, redis: Redis, keys: Keys, pool: Any, rate: float,
-         sender: Any = None) -> Campaigns:
+async def make(store: MongoStore, redis: Redis, keys: Keys, pool: Any, rate: float,
+               session: aiohttp.ClientSession, api_url: str = "http://127.0.0.1:9"
+               ) -> Campaigns:
+    """The app's own campaigns, as bot/core.py builds them, on the WeChat outlet."""
     env = {"WECHAT_TOKEN": "bench-token", "WECHAT_APP_ID": "wx-bench", **os.environ}
     settings = load_settings(ROOT / "config.yml", env)
     settings = settings.model_copy(update={"marketing": settings.marketing.model_copy(
         update={"quiet_hours": "", "rate_per_second": rate})})
-    flows = FlowRegistry.for_app(ROOT / "flows", Journeys.ACTION_NAMES + CAMPAIGN_ACTIONS,
-                                 settings.points.rules, "zh")
-    return Campaigns(store, flows, settings, Points(store, settings.points),
-                     CampaignStops(redis, keys), SendRate(redis, keys, rate),
-                     FlowStates(redis, keys), ArqQueue(pool, keys.queue), nobody, sender)
+    state = redis_state(redis, keys, dedupe_ttl=300, rate_per_second=rate)
+    metrics = Metrics()
+    wechat = WeChatAPI(session, api_url, "wx-bench", "s", state.tokens)
+    outlet = WeChatOutlet(settings.wechat, wechat, pool, keys.queue, state.marks, store,
+                          metrics)
+    core = await build_core(settings, store, state, nlu=NoNlu(), outlets=[outlet],
+                            queue=ArqQueue(pool, keys.queue), qr=None, metrics=metrics)
+    return core.campaigns
 
 
 def actor() -> Any:
@@ -77,7 +82,12 @@ async def scale(n: int, rng: random.Random, redis: Redis, pool: Any, keys: Keys)
     await store._db["profiles"].insert_many(docs)  # bulk test data (no unique-index scans)
     loaded = time.perf_counter() - started
     print(f"profiles in the embedded store: {n:,} (loaded in {loaded:.1f} s)")
-    campaigns = make(store, redis, keys, pool, 20.0)
+    async with aiohttp.ClientSession() as session:
+        await scale_steps(store, await make(store, redis, keys, pool, 20.0, session), pool,
+                          keys)
+
+
+async def scale_steps(store: MongoStore, campaigns: Campaigns, pool: Any, keys: Keys) -> None:
     now = datetime.now(UTC)
     started = time.perf_counter()
     flt = campaigns.segment("city:上海,北京,杭州 week:20..28", now)
@@ -112,8 +122,7 @@ async def rate_run(sends: int, rate: float, redis: Redis, pool: Any, keys: Keys)
     await store._db["profiles"].insert_many(docs)
     api = await FakeWeChatAPI().start()
     async with aiohttp.ClientSession() as session:
-        wechat = WeChatAPI(session, api.url, "wx-bench", "s", TokenCache(redis, keys))
-        campaigns = make(store, redis, keys, pool, rate, WeChatCampaignSender(wechat))
+        campaigns = await make(store, redis, keys, pool, rate, session, api.url)
         now = datetime.now(UTC)
         preview = await campaigns.preview(actor(), "all", "你好，{{ nickname }}", now)
         bid = preview.broadcast_id

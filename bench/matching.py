@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from redis.asyncio import Redis  # noqa: E402
 
-from bot.matching import Matcher  # noqa: E402
 from bot.settings import MatchingSettings  # noqa: E402
+from bot.sisters.matching import Matcher  # noqa: E402
 from store.keys import Keys  # noqa: E402
-from store.match_index import MatchIndex  # noqa: E402
+from store.match_index import RedisMatchIndex  # noqa: E402
 from store.mongo import MongoStore  # noqa: E402
 
 CITIES = [("上海", "上海"), ("北京", "北京"), ("广州", "广东"), ("深圳", "广东"),
@@ -80,7 +80,7 @@ async def main() -> None:
         docs = profiles(args.profiles, today, rng)
         await store._db["profiles"].insert_many(docs)  # bulk test data, straight in
         loaded = time.perf_counter() - started
-        matcher = Matcher(MatchIndex(redis, Keys(namespace)), MatchingSettings())
+        matcher = Matcher(RedisMatchIndex(redis, Keys(namespace)), MatchingSettings())
         started = time.perf_counter()
         indexed = await matcher.rebuild(store.profiles.members())
         rebuilt = time.perf_counter() - started

@@ -520,14 +520,23 @@ async def run_open(b: Bench, load: Load, name: str, make: Callable[[int], Reques
           f"{res.counts}")
 
 
+def shipped_templates() -> Any:
+    """The shipped flows' templates, as the app loads them (config.yml's points rules)."""
+    from bot.core import flow_registry
+    from webhooks.config import load_settings
+
+    settings = load_settings(ROOT / "config.yml", {"WECHAT_TOKEN": "bench", "WECHAT_APP_ID": "wx"})
+    return flow_registry(settings.model_copy(update={"app": settings.app.model_copy(
+        update={"flows_dir": str(ROOT / "flows")})})).templates
+
+
 async def scenarios(b: Bench) -> None:
     import aiohttp
 
-    from bot.templates import TemplateLibrary
     from scrm import rasa_proc
 
     a = b.args
-    lib = TemplateLibrary.from_dir(ROOT / "flows")
+    lib = shipped_templates()
     classify_wechat = wechat_classifier(lib.render("greet", "zh", profile={}, lang="zh"),
                                         lib.render("apology", "zh", profile={}, lang="zh"))
     # Connection pool large enough for the open loop; closed loops use `concurrency` of it.

@@ -411,7 +411,7 @@ def verify(s: Soak, store: dict[str, dict[str, Any]], fake: Any, apologies: set[
            ) -> dict[str, Any]:
     """Exactly once, from three sides: what the follower got over HTTP, what the app stored,
     and what the fake WeChat API received as customer-service sends."""
-    from bot.logs import mask_phones
+    from bot.privacy import mask_phones
     from scrm.follower import Follower
 
     reader = Follower(token=bench_run.TOKEN, openid="reader")
@@ -580,14 +580,13 @@ async def bytes_per_interaction(store: dict[str, dict[str, Any]], n: int = 2000
 async def soak(s: Soak) -> None:
     import aiohttp
 
-    from bot.templates import TemplateLibrary
     from scrm import rasa_proc
     from scrm.follower import Follower
     from tests.support.fake_wechat import FakeWeChatAPI
 
     a, b = s.args, s.bench
     t_start = time.monotonic()
-    lib = TemplateLibrary.from_dir(ROOT / "flows")
+    lib = bench_run.shipped_templates()
     apologies = {lib.render("apology", lang, profile={}, lang=lang) for lang in ("zh", "en")}
     prefix = f"o_soak_{b.run_id.replace('-', '_')}"
     s.followers = [Follower(token=bench_run.TOKEN, openid=f"{prefix}_{k:04d}",

@@ -5,23 +5,13 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
 import sys
-import unicodedata
 from datetime import UTC, datetime
 
+from bot.privacy import mask_phones
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-# Mainland mobiles, also written 138 1234 5678 or 138-1234-5678.
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)[ \-]?\d{4}[ \-]?(\d{4})(?!\d)")
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-
-
-def mask_phones(text: str) -> str:
-    """138****1234 for every mainland mobile number in `text` (full-width digits too)."""
-    if any("０" <= ch <= "９" for ch in text):
-        text = unicodedata.normalize("NFKC", text)
-    return _PHONE.sub(r"\1****\2", text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from store.records import identity_key, inbound_key
+
 InboundKind = Literal[
     "text", "image", "voice", "video", "location", "link", "event", "unknown"
 ]
@@ -35,7 +37,12 @@ class InboundMessage(BaseModel):
     @property
     def follower(self) -> str:
         """A key naming the follower across channels and accounts (for ordering)."""
-        return f"{self.channel}:{self.app_id}:{self.sender}"
+        return identity_key(self.channel, self.app_id, self.sender)
+
+    @property
+    def record_key(self) -> str:
+        """The key of this message's inbound interaction (unique: stored once)."""
+        return inbound_key(self.channel, self.dedupe_key)
 
 
 class Article(BaseModel):

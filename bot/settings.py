@@ -10,7 +10,7 @@ import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,11 +24,13 @@ class ConfigError(Exception):
     """config.yml could not be loaded; the message names file, line and key."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A settings section: unknown keys are errors, values frozen once loaded."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AppSettings(_Strict):
+class AppSettings(Strict):
     host: str = "0.0.0.0"  # noqa: S104 - WeChat must reach the webhook; admin is guarded
     port: int = Field(8080, ge=1, le=65535)
     budget_seconds: float = Field(4.0, gt=0.2, le=4.8)
@@ -37,27 +39,20 @@ class AppSettings(_Strict):
     default_lang: str = "zh"
     log_level: str = "INFO"
     flows_dir: str = "flows"
+    # The brand's calendar: points per day, quiet hours, monthly caps and daily jobs.
+    timezone: str = "Asia/Shanghai"
 
-
-class WeChatSettings(_Strict):
-    token: str = Field(min_length=3, max_length=32)
-    app_id: str = Field(min_length=1)
-    app_secret: str | None = None
-    aes_key: str | None = None
-    api_base: str = "https://api.weixin.qq.com"
-    replay_window_seconds: int = Field(300, ge=1)
-
-    @field_validator("aes_key")
+    @field_validator("timezone")
     @classmethod
-    def _aes_key_length(cls, v: str | None) -> str | None:
-        if v in (None, ""):
-            return None
-        if len(v) != 43:
-            raise ValueError("EncodingAESKey must be exactly 43 characters")
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
         return v
 
 
-class RasaSettings(_Strict):
+class RasaSettings(Strict):
     url: str = "http://127.0.0.1:5005"
     # Hard limit for one Rasa call. Past app.budget_seconds the follower already got
     # "success" and the answer goes out through the customer-service API; past this
@@ -67,38 +62,28 @@ class RasaSettings(_Strict):
     action_token: str | None = None
 
 
-class MongoSettings(_Strict):
+class MongoSettings(Strict):
     url: str | None = None
     database: str = "scrm"
 
 
-class RedisSettings(_Strict):
+class RedisSettings(Strict):
     url: str = "redis://127.0.0.1:6379/0"
     namespace: str = "scrm"
 
 
-class AdminSettings(_Strict):
-    token: str | None = None
-    allow_remote: bool = False
-
-
-class JsonChannelSettings(_Strict):
-    secret: str | None = None
-    header: str = "X-SCRM-Signature"
-
-
-class PointsRule(_Strict):
+class PointsRule(Strict):
     points: int = Field(gt=0)
     # once: one award per member ever; day: once per calendar day; event: once per source
     per: Literal["once", "day", "event"] = "event"
 
 
-class Tier(_Strict):
+class Tier(Strict):
     name: str
     min: int = Field(ge=0)  # lifetime points earned (spending never demotes)
 
 
-class Reward(_Strict):
+class Reward(Strict):
     name: str
     cost: int = Field(gt=0)
     stock: int = Field(ge=0)
@@ -113,8 +98,7 @@ def _default_tiers() -> list[Tier]:
     return [Tier(name="普通", min=0), Tier(name="银卡", min=500), Tier(name="金卡", min=2000)]
 
 
-class PointsSettings(_Strict):
-    timezone: str = "Asia/Shanghai"
+class PointsSettings(Strict):
     rules: dict[str, PointsRule] = Field(default_factory=_default_rules)
     tiers: list[Tier] = Field(default_factory=_default_tiers)
     rewards: dict[str, Reward] = Field(default_factory=dict)
@@ -128,24 +112,15 @@ class PointsSettings(_Strict):
             raise ValueError("tier minimums must strictly increase")
         return v
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
 
-
-class MembersSettings(_Strict):
+class MembersSettings(Strict):
     privacy_policy_version: str = "2026-11"
     nlu_threshold: float = Field(0.55, ge=0, le=1)
     # Who sees draft flows (openids; a profile tagged "tester" does too).
     testers: list[str] = Field(default_factory=list)
 
 
-class MatchWeights(_Strict):
+class MatchWeights(Strict):
     stage: float = Field(0.4, ge=0)  # closeness of due dates / baby ages
     city: float = Field(0.25, ge=0)
     province: float = Field(0.1, ge=0)
@@ -154,7 +129,7 @@ class MatchWeights(_Strict):
     feedback: float = Field(0.05, ge=0)  # how helpful her past matches were
 
 
-class MatchingSettings(_Strict):
+class MatchingSettings(Strict):
     window_days: int = Field(90, ge=1, le=730)  # birth dates at most this far apart
     candidates: int = Field(3, ge=1, le=10)
     mentor_capacity: int = Field(3, ge=1)  # open matches a sister may have at once
@@ -165,7 +140,7 @@ class MatchingSettings(_Strict):
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
-class TemplateMessage(_Strict):
+class TemplateMessage(Strict):
     """A WeChat template message used outside the 48-hour window (service accounts)."""
 
     template_id: str | None = None  # empty: not configured, members outside 48 h are skipped
@@ -173,14 +148,13 @@ class TemplateMessage(_Strict):
     data: dict[str, str] = Field(default_factory=dict)  # keyword -> Jinja2 text
 
 
-class MarketingSettings(_Strict):
+class MarketingSettings(Strict):
     # Openids that are admins whatever their profile says; admins promote others by /role.
     admins: list[str] = Field(default_factory=list)
     confirm_minutes: int = Field(10, ge=1, le=1440)  # a preview waits this long for /confirm
     rate_per_second: float = Field(20.0, gt=0, le=1000)  # every process together
     monthly_cap: int = Field(4, ge=1, le=100)  # broadcasts per member per calendar month
-    quiet_hours: str = "22:00-08:00"  # brand time zone (points.timezone); deferred, not dropped
-    window_hours: int = Field(48, ge=1, le=48)  # customer-service window after her last message
+    quiet_hours: str = "22:00-08:00"  # brand time zone (app.timezone); deferred, not dropped
     chunk_size: int = Field(500, ge=1, le=5000)  # members per send job
     job_timeout_seconds: int = Field(300, ge=5)  # a killed worker's job runs again after this
     mot_hour: int = Field(9, ge=0, le=23)  # the daily life-stage job, brand time zone
@@ -217,19 +191,22 @@ class MarketingSettings(_Strict):
         return (int(a[0]), int(a[1])), (int(b[0]), int(b[1]))
 
 
-class Settings(_Strict):
+class BotSettings(Strict):
+    """The sections the channel-free core reads; channels add their own (webhooks/config.py)."""
+
     app: AppSettings = AppSettings()
-    wechat: WeChatSettings
     rasa: RasaSettings = RasaSettings()
     mongodb: MongoSettings = MongoSettings()
     redis: RedisSettings = RedisSettings()
-    admin: AdminSettings = AdminSettings()
-    json_channel: JsonChannelSettings = JsonChannelSettings()
     points: PointsSettings = PointsSettings()
     members: MembersSettings = MembersSettings()
     matching: MatchingSettings = MatchingSettings()
     marketing: MarketingSettings = MarketingSettings()
 
+# Keys that moved to another section: config loading says where they went.
+MOVED = {("points", "timezone"): "app.timezone",
+         ("marketing", "window_hours"): "wechat.window_hours"}
+S = TypeVar("S", bound=BaseModel)
 
 
 def _expand(value: str, env: dict[str, str], where: str) -> str | None:
@@ -246,8 +223,10 @@ def _expand(value: str, env: dict[str, str], where: str) -> str | None:
     return None if out == "" and _ENV_REF.fullmatch(value) else out
 
 
-def load_settings(path: str | Path = "config.yml", env: dict[str, str] | None = None) -> Settings:
-    """Read, expand and validate config.yml. Raises ConfigError naming file, line and key."""
+def load_config(model: type[S], path: str | Path = "config.yml",
+                env: dict[str, str] | None = None) -> S:
+    """Read, expand and validate config.yml into `model`. Raises ConfigError naming file,
+    line and key."""
     path = Path(path)
     env = dict(os.environ) if env is None else env
     try:
@@ -266,8 +245,13 @@ def load_settings(path: str | Path = "config.yml", env: dict[str, str] | None = 
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    moved = [f"{path}:{lines[(section, key)]} {section}.{key}: has moved to {now}"
+             for (section, key), now in MOVED.items()
+             if isinstance(data.get(section), dict) and key in data[section]]
+    if moved:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(moved))
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         problems = []
         for err in e.errors():

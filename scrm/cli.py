@@ -21,7 +21,8 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from bot.settings import ConfigError, Settings, WeChatSettings, load_settings
+from webhooks.config import ConfigError, Settings, load_settings
+from webhooks.wechat.settings import WeChatSettings
 
 log = logging.getLogger("scrm")
 
@@ -301,7 +302,7 @@ def _admin(settings: Settings, url: str | None, method: str, path: str,
 
 
 def cmd_profile_show(args: argparse.Namespace) -> None:
-    from bot.logs import mask_phones
+    from bot.privacy import mask_phones
 
     settings = _settings(args)
     query = urllib.parse.urlencode({"openid": args.openid, "channel": args.channel,
@@ -340,17 +341,15 @@ def _check_settings(args: argparse.Namespace) -> Settings:
 
 
 def _check_flows(args: argparse.Namespace) -> bool:
-    from bot.broadcasts import CAMPAIGN_ACTIONS
-    from bot.flows.loader import FlowsInvalid
-    from bot.flows.registry import FlowRegistry
-    from bot.journeys import Journeys
+    from bot.core import flow_registry
+    from bot.flow_engine.loader import FlowsInvalid
 
     settings = _check_settings(args)
-    flows_dir = args.dir or settings.app.flows_dir
+    if args.dir:
+        settings = settings.model_copy(update={"app": settings.app.model_copy(
+            update={"flows_dir": args.dir})})
     try:
-        registry = FlowRegistry.for_app(flows_dir, Journeys.ACTION_NAMES + CAMPAIGN_ACTIONS,
-                                        settings.points.rules,
-                                        settings.app.default_lang)
+        registry = flow_registry(settings)
     except FlowsInvalid as e:
         for err in e.errors:
             print(err)

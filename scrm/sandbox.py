@@ -57,7 +57,11 @@ class WeChatSandbox:
         return self._url
 
     def _record(self, request: web.Request, body: dict[str, Any]) -> None:
-        self.calls.append(Call(request.path, dict(request.query), body, self._seq))
+        self.record(request.path, dict(request.query), body)
+
+    def record(self, path: str, query: dict[str, str], body: dict[str, Any]) -> None:
+        """Keep one call (the HTTP handlers, and in-process callers in tests, use it)."""
+        self.calls.append(Call(path, query, body, self._seq))
         self._seq += 1
         if self.keep_calls is not None and len(self.calls) > self.keep_calls:
             del self.calls[: len(self.calls) - self.keep_calls]

@@ -1,4 +1,4 @@
-"""Marketing records: broadcasts, one delivery per (campaign, member), poll answers, audit.
+"""Marketing records: broadcasts, one delivery per (campaign, member), poll answers.
 
 Exactly-once comes from keys, not hope: a delivery's `_id` is `<campaign>:<profile id>`
 (a broadcast's id, or `mot:<moment>` for a life-stage message, which a member gets once
@@ -21,23 +21,17 @@ from store.errors import guarded
 DELIVERY_STATES = ("queued", "sending", "sent", "failed", "skipped")
 
 
-def delivery_id(campaign: str, profile_id: str) -> str:
-    return f"{campaign}:{profile_id}"
-
-
 @guarded
 class MongoCampaigns:
     def __init__(self, db: Any) -> None:
         self._broadcasts = db["broadcasts"]
         self._deliveries = db["deliveries"]
         self._answers = db["poll_answers"]
-        self._audit = db["audit"]
         self._profiles = db["profiles"]
 
     async def ensure_indexes(self) -> None:
         await self._deliveries.create_index([("broadcast", ASCENDING), ("status", ASCENDING)])
         await self._broadcasts.create_index([("created_at", DESCENDING)])
-        await self._audit.create_index([("at", DESCENDING)])
         await self._answers.create_index([("poll", ASCENDING)])
 
     # -- broadcasts ---------------------------------------------------------------------
@@ -191,12 +185,3 @@ class MongoCampaigns:
         async for row in cursor:
             out[int(row["_id"])] = int(row["n"])
         return out
-
-    # -- audit --------------------------------------------------------------------------
-    async def audit(self, doc: dict[str, Any]) -> None:
-        await self._audit.insert_one(doc)
-
-    async def audit_log(self, limit: int, actor: str | None = None) -> list[dict[str, Any]]:
-        query = {"actor": actor} if actor else {}
-        cursor = self._audit.find(query).sort("at", DESCENDING).limit(limit)
-        return cast(list[dict[str, Any]], await cursor.to_list(length=limit))

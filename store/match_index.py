@@ -1,4 +1,5 @@
-"""The sister-matching index in Redis: members open to matching, by birth-date ordinal.
+"""The sister-matching index in Redis (the MatchIndex of store/state.py): members open to
+matching, by birth-date ordinal.
 
 Sorted sets per scope (all, city, province) answer "who is near this date" in O(log n);
 a hash per member holds the few fields ranking needs, so a match request never scans the
@@ -14,18 +15,10 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from store.keys import Keys
+from store.state import card_scopes
 
 
-def scopes(card: dict[str, Any]) -> list[str]:
-    out = ["all"]
-    if card.get("province"):
-        out.append(f"prov:{card['province']}")
-    if card.get("city"):
-        out.append(f"city:{card['city']}")
-    return out
-
-
-class MatchIndex:
+class RedisMatchIndex:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._r = redis
         self._k = keys
@@ -35,13 +28,13 @@ class MatchIndex:
         old = await self.card(profile_id)
         pipe = self._r.pipeline(transaction=True)
         if old is not None:
-            for scope in scopes(old):
+            for scope in card_scopes(old):
                 pipe.zrem(self._k.match_index(scope), profile_id)
         fields = {"nickname": card["nickname"], "anchor": int(card["anchor"]),
                   "city": card.get("city") or "", "province": card.get("province") or "",
                   "interests": json.dumps(card.get("interests", []), ensure_ascii=False)}
         pipe.hset(self._k.match_card(profile_id), mapping=fields)
-        for scope in scopes(card):
+        for scope in card_scopes(card):
             pipe.zadd(self._k.match_index(scope), {profile_id: int(card["anchor"])})
         await pipe.execute()
 
@@ -55,7 +48,7 @@ class MatchIndex:
                     "nickname": card["nickname"], "anchor": int(card["anchor"]),
                     "city": card.get("city") or "", "province": card.get("province") or "",
                     "interests": json.dumps(card.get("interests", []), ensure_ascii=False)})
-                for scope in scopes(card):
+                for scope in card_scopes(card):
                     pipe.zadd(self._k.match_index(scope), {profile_id: int(card["anchor"])})
             await pipe.execute()
 
@@ -67,7 +60,7 @@ class MatchIndex:
         if old is None:
             return
         pipe = self._r.pipeline(transaction=True)
-        for scope in scopes(old):
+        for scope in card_scopes(old):
             pipe.zrem(self._k.match_index(scope), profile_id)
         pipe.delete(self._k.match_card(profile_id))
         await pipe.execute()

@@ -17,6 +17,7 @@ from typing import Any, cast
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from store.audit import MongoAudit
 from store.campaigns import MongoCampaigns
 from store.errors import guarded
 from store.ledger import MongoLedger
@@ -120,7 +121,7 @@ class MongoProfiles:
         async for doc in self._col.find({"member.id": {"$exists": True}}):
             yield cast(Profile, doc)
 
-    # -- segments: filters come only from bot.segments (a whitelist), never from users ---
+    # -- segments: filters come only from bot.marketing.segments (a whitelist), never from users ---
     async def count_where(self, query: dict[str, Any]) -> int:
         return int(await self._col.count_documents(query))
 
@@ -273,6 +274,7 @@ class MongoStore:
         self.ledger = MongoLedger(self._db)
         self.matches = MongoMatches(self._db)
         self.campaigns = MongoCampaigns(self._db)
+        self.audit = MongoAudit(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str) -> MongoStore:
@@ -291,6 +293,7 @@ class MongoStore:
         await store.ledger.ensure_indexes()
         await store.matches.ensure_indexes()
         await store.campaigns.ensure_indexes()
+        await store.audit.ensure_indexes()
         return store
 
     async def ping(self) -> None:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from store.keys import Keys
 
 
-class Outbox:
+class RedisOutbox:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._r = redis
         self._key = keys.outbox

@@ -47,7 +47,7 @@ class ProfileRepo(Protocol):
         """Every profile that completed sign-up (has a member id)."""
         ...
 
-    # Segment queries: `query` is a filter compiled by bot.segments from a whitelist.
+    # Segment queries: `query` is a filter compiled by bot.marketing.segments from a whitelist.
     async def count_where(self, query: dict[str, Any]) -> int: ...
 
     async def sample_where(self, query: dict[str, Any], n: int) -> list[Profile]: ...
@@ -119,7 +119,7 @@ class MatchRepo(Protocol):
 
 
 class CampaignRepo(Protocol):
-    """Broadcasts, deliveries, poll answers and the command audit (store/campaigns.py)."""
+    """Broadcasts, deliveries and poll answers (store/campaigns.py)."""
 
     async def create(self, doc: dict[str, Any]) -> bool: ...
 
@@ -163,10 +163,13 @@ class CampaignRepo(Protocol):
 
     async def results(self, poll_id: str) -> dict[int, int]: ...
 
-    async def audit(self, doc: dict[str, Any]) -> None: ...
 
-    async def audit_log(self, limit: int, actor: str | None = None
-                        ) -> list[dict[str, Any]]: ...
+class AuditRepo(Protocol):
+    """What staff did: every command attempt, allowed or not (store/audit.py)."""
+
+    async def add(self, doc: dict[str, Any]) -> None: ...
+
+    async def latest(self, limit: int, actor: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class Store(Protocol):
@@ -184,6 +187,9 @@ class Store(Protocol):
 
     @property
     def campaigns(self) -> CampaignRepo: ...
+
+    @property
+    def audit(self) -> AuditRepo: ...
 
     @property
     def embedded(self) -> bool:

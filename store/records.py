@@ -1,4 +1,5 @@
-"""Typed shapes of the documents kept in MongoDB (profiles and interactions)."""
+"""Typed shapes of the documents kept in MongoDB, and the keys that make each write
+idempotent: one helper per kind of record, so a key is spelled in one place."""
 
 from __future__ import annotations
 
@@ -68,6 +69,31 @@ class Interaction(TypedDict):
 def identity_key(channel: str, app_id: str, openid: str) -> str:
     """The unique string under which a channel identity is indexed."""
     return f"{channel}:{app_id}:{openid}"
+
+
+def inbound_key(channel: str, dedupe_key: str) -> str:
+    """An inbound message's interaction (and the source of what it earns or starts)."""
+    return f"in:{channel}:{dedupe_key}"
+
+
+def reply_key(inbound: str, index: int) -> str:
+    """The `index`-th reply to an inbound message."""
+    return f"{inbound}:out:{index}"
+
+
+def push_key(key: str, index: int) -> str:
+    """The `index`-th message of a push the bot starts itself (an invitation, a relay)."""
+    return f"push:{key}:{index}"
+
+
+def delivery_id(campaign: str, profile_id: str) -> str:
+    """One member's delivery of a campaign (a broadcast, or `mot:<moment>` once ever)."""
+    return f"{campaign}:{profile_id}"
+
+
+def delivery_record_key(delivery: str) -> str:
+    """The outbound interaction of a campaign delivery that was sent."""
+    return f"bc:{delivery}"
 
 
 def new_interaction(profile_id: str, channel: str, direction: Direction, kind: str,

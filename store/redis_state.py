@@ -1,4 +1,5 @@
-"""Redis-held coordination state: dedupe markers, per-follower order, cached tokens.
+"""The Redis implementation of the shared state (store/state.py): dedupe markers,
+per-follower order, cached tokens, journeys in progress, send marks and rate, stop flags.
 
 Redis is the one place shared by every app process, so anything that must hold across
 processes (a retry landing on another process, two messages of one follower) lives here.
@@ -7,15 +8,17 @@ processes (a retry landing on another process, two messages of one follower) liv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
+from redis.exceptions import LockError
 
 from store.keys import Keys
+from store.state import State
 
 # Sets `done` to max(done, ticket) atomically: finishing out of order never moves it back.
 _MARK_DONE = """
@@ -28,7 +31,7 @@ return 1
 """
 
 
-class Dedupe:
+class RedisDedupe:
     """First-writer-wins marker per inbound message, plus the result for retries."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
@@ -55,7 +58,7 @@ class Dedupe:
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
-class FollowerOrder:
+class RedisFollowerOrder:
     """Tickets in arrival order per follower; each waits for the one before to finish.
 
     Works across processes. A ticket whose holder died is skipped after `max_wait`.
@@ -105,7 +108,7 @@ class FollowerOrder:
         )
 
 
-class TokenCache:
+class RedisTokenCache:
     """A shared secret value (e.g. an access_token) with expiry and a refresh lock."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
@@ -121,11 +124,20 @@ class TokenCache:
     async def set(self, name: str, value: str, ttl_seconds: int) -> None:
         await self._r.set(self._k.token(name), value, ex=max(1, ttl_seconds))
 
-    def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0) -> Lock:
-        return self._r.lock(self._k.token_lock(name), timeout=timeout, blocking_timeout=wait)
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0
+                   ) -> AsyncIterator[None]:
+        lock = self._r.lock(self._k.token_lock(name), timeout=timeout, blocking_timeout=wait)
+        if not await lock.acquire():
+            raise TimeoutError(f"lock {name!r} not acquired within {wait} s")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
+                await lock.release()
 
 
-class FlowStates:
+class RedisFlowStates:
     """Each member's journey in progress, as JSON, forgotten after `ttl` of silence."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int = 7 * 86400) -> None:
@@ -165,7 +177,7 @@ class FlowStates:
         await cast(Awaitable[Any], self._r.ltrim(self._k.flow_inbox(profile_id), n, -1))
 
 
-class SendMarks:
+class RedisSendMarks:
     """SET NX markers that make an outbound push at-most-once across job re-runs."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int = 7 * 86400) -> None:
@@ -194,7 +206,7 @@ return slot - now
 """
 
 
-class SendRate:
+class RedisSendRate:
     """A global send rate shared by every process, without bursts: each send reserves the
     next slot, 1/rate seconds after the previous one, and waits for it."""
 
@@ -210,7 +222,7 @@ class SendRate:
             await asyncio.sleep(wait_us / 1_000_000)
 
 
-class CampaignStops:
+class RedisCampaignStops:
     """Cancel/pause flags of running broadcasts, read before every send (cheap, shared)."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int = 40 * 86400) -> None:
@@ -229,3 +241,16 @@ class CampaignStops:
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: int, rate_per_second: float) -> State:
+    """The state of an app process, in the Redis every process shares."""
+    from store.match_index import RedisMatchIndex
+    from store.outbox import RedisOutbox
+
+    return State(dedupe=RedisDedupe(redis, keys, dedupe_ttl),
+                 order=RedisFollowerOrder(redis, keys), tokens=RedisTokenCache(redis, keys),
+                 flows=RedisFlowStates(redis, keys), marks=RedisSendMarks(redis, keys),
+                 rate=RedisSendRate(redis, keys, rate_per_second),
+                 stops=RedisCampaignStops(redis, keys), matches=RedisMatchIndex(redis, keys),
+                 outbox=RedisOutbox(redis, keys))

@@ -17,12 +17,12 @@ import pytest
 import redis as redis_sync
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.settings import Settings, load_settings
 from scrm import rasa_proc
 from store.mongo import MongoStore
 from tests.support.fake_wechat import FakeWeChatAPI
 from tests.support.rasa_proxy import RasaProxy
 from webhooks.app import SERVICES, create_app
+from webhooks.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-123"

@@ -18,10 +18,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundException
 
-from bot.flows.loader import FlowsInvalid
-from bot.logs import mask_phones, request_id
-from bot.settings import Settings
+from bot.flow_engine.loader import FlowsInvalid
+from bot.logs import request_id
+from bot.privacy import mask_phones
 from store.protocols import Store
+from webhooks.config import Settings
 from webhooks.services import Services, open_services
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ async def rasa_actions(request: web.Request) -> web.Response:
         call = await request.json()
     except ValueError:
         return web.json_response({"error": "invalid JSON"}, status=400)
-    executor = request.app[SERVICES].executor
+    executor = request.app[SERVICES].core.executor
     try:
         result = await executor.run(call)
     except ActionNotFoundException as e:
@@ -206,7 +207,7 @@ async def admin_qrcode(request: web.Request) -> web.Response:
     if profile is None:
         return web.json_response({"error": "no such follower"}, status=404)
     try:
-        qr = await svc.referrals.qr_for(profile)
+        qr = await svc.core.referrals.qr_for(profile)
     except Exception as e:
         log.warning("qrcode/create failed", extra={"error": str(e)[:200]})
         return web.json_response({"error": "WeChat could not create the code"}, status=502)
@@ -217,7 +218,7 @@ async def admin_qrcode(request: web.Request) -> web.Response:
 
 async def admin_flows(request: web.Request) -> web.Response:
     """The live flows: version, and each flow's description and triggers."""
-    current = request.app[SERVICES].flows.current
+    current = request.app[SERVICES].core.flows.current
     return web.json_response({"version": current.version, "flows": [
         {"id": f.id, "description": f.description, "file": f.file,
          "triggers": {"intents": f.triggers.intents, "keywords": f.triggers.keywords,
@@ -227,7 +228,7 @@ async def admin_flows(request: web.Request) -> web.Response:
 
 async def admin_flows_reload(request: web.Request) -> web.Response:
     """Check flows/ again and swap it in; a broken file leaves the running version."""
-    registry = request.app[SERVICES].flows
+    registry = request.app[SERVICES].core.flows
     before = registry.current.version
     try:
         current = registry.reload()
@@ -256,7 +257,7 @@ def create_app(settings: Settings, store: Store | None = None, run_worker: bool 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_services(settings, store=store, run_worker=run_worker) as svc:
             app[SERVICES] = svc
-            for channel in svc.channels.values():
+            for channel in svc.channels:
                 app.router.add_routes(channel.routes())
             yield
 

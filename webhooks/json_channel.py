@@ -19,9 +19,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.conversation.orchestrator import Orchestrator
 from bot.messages import InboundMessage
-from webhooks.channels import register_channel
-from webhooks.services import Services
+from bot.metrics import Metrics
+from store.state import Dedupe
 
 
 class _Body(BaseModel):
@@ -34,14 +35,15 @@ class _Body(BaseModel):
 
 class JsonChannel:
     name = "json"
-    late_sender = None
-    job_functions: Sequence[Any] = ()
 
-    def __init__(self, services: Services, secret: str) -> None:
-        self._svc = services
+    def __init__(self, secret: str, header: str, budget: float, dedupe: Dedupe,
+                 orchestrator: Orchestrator, metrics: Metrics) -> None:
         self._secret = secret.encode()
-        self._header = services.settings.json_channel.header
-        self._budget = services.settings.app.budget_seconds
+        self._header = header
+        self._budget = budget
+        self._dedupe = dedupe
+        self._orchestrator = orchestrator
+        self._metrics = metrics
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [web.post("/webhooks/json", self.receive)]
@@ -64,23 +66,16 @@ class JsonChannel:
             dedupe_key=f"json:{data.id or uuid.uuid4().hex}", created_at=datetime.now(UTC),
             text=data.text,
         )
-        svc = self._svc
-        if not await svc.dedupe.claim(msg.dedupe_key):
-            svc.metrics.dedupe_hits.labels(self.name).inc()
-            earlier = await svc.dedupe.wait_result(msg.dedupe_key, self._budget)
+        if not await self._dedupe.claim(msg.dedupe_key):
+            self._metrics.dedupe_hits.labels(self.name).inc()
+            earlier = await self._dedupe.wait_result(msg.dedupe_key, self._budget)
             return web.json_response(json.loads(earlier) if earlier else {"replies": [],
                                                                           "late": True})
-        turn = svc.orchestrator.start(msg, received)
+        turn = self._orchestrator.start(msg, received)
         replies = await turn.answer(self._budget - (time.monotonic() - received))
         answer: dict[str, Any] = {
             "replies": [r.model_dump(mode="json") for r in replies or []],
             "late": replies is None,
         }
-        await svc.dedupe.publish(msg.dedupe_key, json.dumps(answer, ensure_ascii=False))
+        await self._dedupe.publish(msg.dedupe_key, json.dumps(answer, ensure_ascii=False))
         return web.json_response(answer)
-
-
-@register_channel("json")
-def build(services: Services) -> JsonChannel | None:
-    secret = services.settings.json_channel.secret
-    return JsonChannel(services, secret) if secret else None

@@ -1,4 +1,10 @@
-"""Opening and closing everything one app process holds: clients, store, worker, channels."""
+"""Opening and closing everything one app process holds, in dependency order:
+
+    clients (Redis, store, HTTP session, arq) → shared state → WeChat API and its outlet
+    → the core (bot/core.py) → channels → the job worker
+
+Each part gets what it uses through its constructor; nothing is patched afterwards.
+"""
 
 from __future__ import annotations
 
@@ -6,79 +12,84 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.cron import cron
-from arq.worker import Worker
-from rasa_sdk.executor import ActionExecutor
+from arq.cron import CronJob, cron
+from arq.worker import Function, Worker, func
 from redis.asyncio import Redis
 
-from bot.actions import register_actions
-from bot.broadcasts import Campaigns
-from bot.commands import Commands
-from bot.flows.engine import FlowEngine, TurnInput
-from bot.flows.registry import FlowRegistry
-from bot.journeys import Journeys
-from bot.matching import Matcher
+from bot.conversation.rasa import RasaClient
+from bot.core import Core, build_core
+from bot.jobs import Job
 from bot.metrics import Metrics
-from bot.orchestrator import LateSender, Orchestrator
-from bot.points import Points
-from bot.rasa import RasaClient
-from bot.referrals import Referrals
-from bot.settings import Settings
 from store.keys import Keys
-from store.match_index import MatchIndex
 from store.mongo import MongoStore
-from store.outbox import Outbox
 from store.protocols import Store
-from store.redis_state import (
-    CampaignStops,
-    Dedupe,
-    FlowStates,
-    FollowerOrder,
-    SendMarks,
-    SendRate,
-    TokenCache,
-)
+from store.redis_state import redis_state
+from webhooks.channels import Channel
+from webhooks.config import Settings
+from webhooks.json_channel import JsonChannel
 from webhooks.wechat.api import WeChatAPI
-
-if TYPE_CHECKING:
-    from webhooks.channels import Channel
+from webhooks.wechat.channel import WeChatChannel
+from webhooks.wechat.outlet import JOB_NAME as WECHAT_PUSH_JOB
+from webhooks.wechat.outlet import WeChatOutlet
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
+    """What the web app's own routes use (health, admin API, Rasa's action endpoint)."""
+
     settings: Settings
     store: Store
     redis: Redis
     keys: Keys
-    session: aiohttp.ClientSession
-    rasa: RasaClient
-    flows: FlowRegistry
-    points: Points
-    journeys: Journeys
-    referrals: Referrals
-    metrics: Metrics
-    wechat_api: WeChatAPI
-    dedupe: Dedupe
-    order: FollowerOrder
-    tokens: TokenCache
-    marks: SendMarks
     arq: ArqRedis
-    orchestrator: Orchestrator
-    executor: ActionExecutor
-    campaigns: Campaigns
-    commands: Commands
-    late_senders: dict[str, LateSender] = field(default_factory=dict)
-    job_ctx: dict[str, Any] = field(default_factory=dict)
-    job_functions: list[Callable[..., Any]] = field(default_factory=list)
-    channels: dict[str, Channel] = field(default_factory=dict)
+    rasa: RasaClient
+    metrics: Metrics
+    core: Core
+    wechat: WeChatOutlet
+    channels: list[Channel]
+
+
+class ArqQueue:
+    """The core's JobQueue on arq; job ids namespaced like every other key."""
+
+    def __init__(self, pool: ArqRedis, queue: str) -> None:
+        self._pool = pool
+        self._queue = queue
+
+    async def enqueue(self, job: str, args: list[Any], job_id: str,
+                      at: datetime | None = None, delay: float | None = None) -> None:
+        await self._pool.enqueue_job(job, *args, _job_id=f"{self._queue}:{job_id}",
+                                     _queue_name=self._queue, _defer_until=at,
+                                     _defer_by=delay)
+
+
+def _ctx_free(job: Job) -> Any:  # an arq WorkerCoroutine
+    """arq passes its context first; the core's jobs take only their own arguments."""
+    async def run(ctx: dict[str, Any], *args: Any) -> Any:
+        return await job(*args)
+    return run
+
+
+def worker_functions(core: Core, outlet: WeChatOutlet) -> list[Function]:
+    return [func(_ctx_free(job), name=name) for name, job in core.jobs.items()] + [
+        func(outlet.send_late, name=WECHAT_PUSH_JOB)]
+
+
+def worker_crons(core: Core, queue: str) -> list[CronJob]:
+    out = []
+    for c in core.crons:
+        at = core.calendar.utc_time(c.at)  # cron runs in UTC; the brand's hour in it
+        out.append(cron(_ctx_free(c.job), name=f"cron:{c.name}", hour={at.hour},
+                        minute={at.minute}, unique=True, job_id=f"{queue}:cron:{c.name}"))
+    return out
 
 
 async def stop_task(task: asyncio.Task[Any], name: str, timeout: float = 5.0) -> None:
@@ -115,87 +126,19 @@ async def supervise(make_worker: Callable[[], Worker], pause: float = 1.0) -> No
             await asyncio.sleep(pause)
 
 
-class _WeChatQr:
-    """Referral QR codes through the official account's API."""
-
-    def __init__(self, api: WeChatAPI) -> None:
-        self._api = api
-
-    async def create(self, scene: str) -> dict[str, str]:
-        return await self._api.create_qr(scene)
-
-
-class _Awarder:
-    """The engine's award step, on the points service."""
-
-    def __init__(self, points: Points) -> None:
-        self._points = points
-
-    async def award(self, profile_id: str, rule: str, turn: TurnInput) -> dict[str, Any]:
-        return await self._points.award(profile_id, rule, turn.now, turn.source)
-
-
-async def match_feedback(ctx: dict[str, Any], match_id: str) -> int:
-    """Seven days after two sisters were introduced: ask both whether it helped."""
-    journeys: Journeys = ctx["journeys"]
-    return await journeys.ask_feedback(match_id, datetime.now(UTC))
-
-
-async def campaign_plan(ctx: dict[str, Any], broadcast_id: str) -> int:
-    """A confirmed broadcast (or a day's life-stage moment): deliveries and chunk jobs."""
-    campaigns: Campaigns = ctx["campaigns"]
-    return await campaigns.plan(broadcast_id)
-
-
-async def campaign_send(ctx: dict[str, Any], broadcast_id: str, chunk: int, ids: list[str]
-                        ) -> dict[str, int]:
-    campaigns: Campaigns = ctx["campaigns"]
-    return await campaigns.send_chunk(broadcast_id, chunk, ids)
-
-
-async def campaign_resume(ctx: dict[str, Any], broadcast_id: str) -> None:
-    campaigns: Campaigns = ctx["campaigns"]
-    await campaigns.resume(broadcast_id)
-
-
-async def life_stage_moments(ctx: dict[str, Any]) -> dict[str, int]:
-    """Daily: each life-stage moment's cohort gets its message (once per member, ever)."""
-    campaigns: Campaigns = ctx["campaigns"]
-    return await campaigns.run_moments()
-
-
-class ArqQueue:
-    """Campaign jobs on the shared arq queue; ids namespaced like every other job."""
-
-    def __init__(self, pool: ArqRedis, queue: str) -> None:
-        self._pool = pool
-        self._queue = queue
-
-    async def enqueue(self, job: str, args: list[Any], job_id: str,
-                      at: datetime | None = None) -> None:
-        await self._pool.enqueue_job(job, *args, _job_id=f"{self._queue}:{job_id}",
-                                     _queue_name=self._queue, _defer_until=at)
-
-
-def utc_hour(local_hour: int, zone: str) -> int:
-    """The UTC hour of a local hour today (cron runs in UTC; Shanghai has no DST)."""
-    from zoneinfo import ZoneInfo
-
-    local = datetime.now(ZoneInfo(zone)).replace(hour=local_hour, minute=0)
-    return local.astimezone(UTC).hour
-
-
-async def refresh_life_stages(ctx: dict[str, Any]) -> int:
-    """Daily job: recompute every member's life-stage tags from their dates."""
-    journeys: Journeys = ctx["journeys"]
-    points: Points = ctx["points"]
-    store: Store = ctx["store"]
-    today = points.today(datetime.now(UTC))
-    count = 0
-    async for profile in store.profiles.members():
-        await journeys.refresh_stage(profile, today)
-        count += 1
-    return count
+def build_channels(settings: Settings, core: Core, outlet: WeChatOutlet, metrics: Metrics
+                   ) -> list[Channel]:
+    """Every configured channel, each with what it uses."""
+    budget, dedupe = settings.app.budget_seconds, core.state.dedupe
+    channels: list[Channel] = [WeChatChannel(settings.wechat, budget, dedupe, core.orchestrator,
+                                             outlet, metrics)]
+    cfg = settings.json_channel
+    if cfg.secret:
+        channels.append(JsonChannel(cfg.secret, cfg.header, budget, dedupe, core.orchestrator,
+                                    metrics))
+    else:
+        log.info("channel not configured", extra={"channel": "json"})
+    return channels
 
 
 @contextlib.asynccontextmanager
@@ -215,70 +158,18 @@ async def open_services(
     arq_settings = RedisSettings.from_dsn(settings.redis.url)
     pool = await create_pool(arq_settings, default_queue_name=keys.queue)
     metrics = Metrics()
-    points = Points(store, settings.points)
-    await points.load_rewards()
+    state = redis_state(redis, keys, dedupe_ttl=settings.app.dedupe_ttl_seconds,
+                        rate_per_second=settings.marketing.rate_per_second)
     wechat_api = WeChatAPI(session, settings.wechat.api_base, settings.wechat.app_id,
-                           settings.wechat.app_secret or "", TokenCache(redis, keys))
-    referrals = Referrals(store, points, _WeChatQr(wechat_api))
-    matcher = Matcher(MatchIndex(redis, keys), settings.matching)
-    journeys = Journeys(store, points, settings.members, referrals, matcher)
-    # One dict the engine keeps: the campaign actions are filled in once campaigns exist.
-    actions = dict(journeys.actions())
-    flows = FlowRegistry.for_app(settings.app.flows_dir, [*actions, "answer_poll"],
-                                 settings.points.rules, settings.app.default_lang)
-    engine = FlowEngine(flows, FlowStates(redis, keys), actions,
-                        awarder=_Awarder(points), tagger=store.profiles,
-                        fallback_threshold=settings.members.nlu_threshold)
+                           settings.wechat.app_secret or "", state.tokens)
+    outlet = WeChatOutlet(settings.wechat, wechat_api, pool, keys.queue, state.marks, store,
+                          metrics)
     rasa = RasaClient(session, settings.rasa.url, settings.rasa.timeout_seconds)
-    order = FollowerOrder(redis, keys)
-    late_senders: dict[str, LateSender] = {}
-    orchestrator = Orchestrator(
-        store=store, rasa=rasa, engine=engine, today=points.today, templates=flows,
-        order=order, metrics=metrics,
-        late_senders=late_senders, referrals=referrals, outbox=Outbox(redis, keys),
-        default_lang=settings.app.default_lang, order_wait=settings.app.order_wait_seconds,
-        testers=settings.members.testers,
-    )
-    async def schedule(job: str, arg: str, delay: int) -> None:
-        # Job id per (job, argument): asking twice schedules once.
-        await pool.enqueue_job(job, arg, _job_id=f"{keys.queue}:{job}:{arg}",
-                               _queue_name=keys.queue, _defer_by=delay)
-
-    journeys.bind(engine, orchestrator.notify, schedule)
-    campaigns = Campaigns(store, flows, settings, points, CampaignStops(redis, keys),
-                          SendRate(redis, keys, settings.marketing.rate_per_second),
-                          FlowStates(redis, keys), ArqQueue(pool, keys.queue),
-                          notify=orchestrator.notify_text)
-    actions["answer_poll"] = campaigns.answer_poll
-    commands = Commands(store, campaigns, points, settings)
-    orchestrator.commands = commands
-    executor = ActionExecutor()
-    register_actions(executor, engine, points)
-    services = Services(
-        settings=settings, store=store, redis=redis, keys=keys, session=session, rasa=rasa,
-        flows=flows, points=points, journeys=journeys, referrals=referrals, metrics=metrics,
-        wechat_api=wechat_api,
-        dedupe=Dedupe(redis, keys, settings.app.dedupe_ttl_seconds), order=order,
-        tokens=TokenCache(redis, keys), marks=SendMarks(redis, keys), arq=pool,
-        orchestrator=orchestrator, executor=executor, late_senders=late_senders,
-        campaigns=campaigns, commands=commands,
-    )
-    services.job_ctx.update(store=store, metrics=metrics, send_marks=services.marks,
-                            journeys=journeys, points=points, campaigns=campaigns)
-    services.job_functions.extend([match_feedback, campaign_plan, campaign_send,
-                                   campaign_resume])
-    from webhooks.channels import REGISTRY, load_builtin_channels
-
-    load_builtin_channels()
-    for name, factory in REGISTRY.items():
-        channel = factory(services)
-        if channel is None:
-            log.info("channel not configured", extra={"channel": name})
-            continue
-        services.channels[name] = channel
-        if channel.late_sender is not None:
-            late_senders[name] = channel.late_sender
-        services.job_functions.extend(channel.job_functions)
+    core = await build_core(settings, store, state, nlu=rasa, outlets=[outlet],
+                            queue=ArqQueue(pool, keys.queue), qr=wechat_api, metrics=metrics)
+    services = Services(settings=settings, store=store, redis=redis, keys=keys, arq=pool,
+                        rasa=rasa, metrics=metrics, core=core, wechat=outlet,
+                        channels=build_channels(settings, core, outlet, metrics))
 
     stopping = asyncio.Event()
 
@@ -291,24 +182,19 @@ async def open_services(
                 await asyncio.wait_for(stopping.wait(), every)
                 return
             with contextlib.suppress(Exception):
-                await orchestrator.replay_outbox()
+                await core.orchestrator.replay_outbox()
 
     outbox_task = asyncio.create_task(write_outbox_forever())
     # The matching index is derived from profiles: after a Redis restart it is rebuilt in
     # the background while the app already answers (matching just finds fewer sisters).
-    rebuild = asyncio.create_task(matcher.ensure_built(store.profiles.members()))
+    rebuild = asyncio.create_task(core.matcher.ensure_built(store.profiles.members()))
     current: list[Worker] = []
+    functions, crons = worker_functions(core, outlet), worker_crons(core, keys.queue)
 
     def make_worker() -> Worker:
         worker = Worker(
-            functions=services.job_functions, queue_name=keys.queue,
-            cron_jobs=[cron(refresh_life_stages, hour={16}, minute={5}, unique=True,
-                            job_id=f"{keys.queue}:cron:life-stages"),  # 00:05 in Shanghai
-                       cron(life_stage_moments, hour={utc_hour(settings.marketing.mot_hour,
-                                                               settings.points.timezone)},
-                            minute={10}, unique=True, job_id=f"{keys.queue}:cron:moments")],
-            redis_settings=arq_settings, handle_signals=False, ctx=services.job_ctx,
-            poll_delay=0.05, max_tries=8,
+            functions=functions, queue_name=keys.queue, cron_jobs=crons,
+            redis_settings=arq_settings, handle_signals=False, poll_delay=0.05, max_tries=8,
             # A job whose worker died is run again once its in-progress mark expires
             # (this timeout + 10 s): a killed broadcast resumes by itself.
             job_timeout=settings.marketing.job_timeout_seconds, keep_result=3600,
@@ -318,13 +204,13 @@ async def open_services(
         return worker
 
     worker_task: asyncio.Task[None] | None = None
-    if run_worker and services.job_functions:
+    if run_worker:
         # The job worker runs inside every app process, so several processes share the work.
         worker_task = asyncio.create_task(supervise(make_worker))
     try:
         yield services
     finally:
-        await orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
+        await core.orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
         stopping.set()
         await stop_task(outbox_task, "outbox")
         await stop_task(rebuild, "matching rebuild")

@@ -9,7 +9,6 @@ and after every call, which makes the concurrency tests actually race.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +16,7 @@ from typing import Any
 import pytest
 
 from store.ledger import Mismatch, MongoLedger
-
-BACKENDS = ["embedded"] + (["mongodb"] if os.environ.get("MONGODB_URL") else [])
+from tests.support.backends import open_client
 
 NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
@@ -52,22 +50,15 @@ class YieldingDb:
         return YieldingCollection(self._db[name])
 
 
-@pytest.fixture(params=BACKENDS)
-async def db(request):
-    if request.param == "embedded":
-        from mongomock_motor import AsyncMongoMockClient
-
-        client = AsyncMongoMockClient(tz_aware=True)
-        yield YieldingDb(client["ledger_test"])
-        client.close()
-    else:
-        from motor.motor_asyncio import AsyncIOMotorClient
-
-        client = AsyncIOMotorClient(os.environ["MONGODB_URL"], tz_aware=True,
-                                    serverSelectionTimeoutMS=3000)
-        name = f"ledger_{uuid.uuid4().hex[:8]}"
-        yield client[name]
-        await client.drop_database(name)
+@pytest.fixture
+async def db(backend):
+    name = f"ledger_{uuid.uuid4().hex[:8]}"
+    async with open_client(backend) as client:
+        if backend == "embedded":
+            yield YieldingDb(client[name])  # mongomock never yields: make it interleave
+        else:
+            yield client[name]
+            await client.drop_database(name)
         client.close()
 
 

@@ -5,21 +5,17 @@ MONGODB_URL is set, on a real MongoDB server.
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from bot.lifestage import baby_age_months, pregnancy_week
-from bot.segments import compile_segment
-from store.mongo import MongoStore
+from bot.marketing.segments import compile_segment
+from bot.members.lifestage import baby_age_months, pregnancy_week
 from store.records import identity_key
-
-BACKENDS = ["embedded"] + (["mongodb"] if os.environ.get("MONGODB_URL") else [])
+from tests.support.backends import open_store
 
 # A month's last day, so the month-end rule of baby_age_months is in play.
 TODAY = date(2026, 2, 28)
@@ -157,17 +153,11 @@ def expected_ids(oracle: Oracle) -> set[str]:
     return {d["_id"] for d in PROFILES if oracle(d)}
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request):
-    if request.param == "embedded":
-        s = await MongoStore.open(None, f"segments_{uuid.uuid4().hex[:8]}")
-    else:
-        s = await MongoStore.open(os.environ["MONGODB_URL"], f"segments_{uuid.uuid4().hex[:8]}")
-    await s._db["profiles"].insert_many([dict(d) for d in PROFILES])
-    yield s
-    if not s.embedded:
-        await s.drop()
-    await s.close()
+@pytest.fixture
+async def store(backend):
+    async with open_store(backend, "segments") as s:
+        await s._db["profiles"].insert_many([dict(d) for d in PROFILES])
+        yield s
 
 
 @pytest.mark.parametrize(("query", "oracle"), QUERIES, ids=[q for q, _ in QUERIES])

@@ -5,29 +5,11 @@ and a real MongoDB server too when MONGODB_URL is set (e.g. in a deployment's CI
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from store.mongo import MongoStore
 from store.records import Identity, Interaction
-
-BACKENDS = ["embedded"] + (["mongodb"] if os.environ.get("MONGODB_URL") else [])
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request):
-    if request.param == "embedded":
-        s = await MongoStore.open(None, "contract")
-    else:
-        s = await MongoStore.open(os.environ["MONGODB_URL"], f"contract_{uuid.uuid4().hex[:8]}")
-    assert s.embedded == (request.param == "embedded")
-    yield s
-    if not s.embedded:
-        await s.drop()
-    await s.close()
 
 
 def ident(openid: str, channel: str = "wechat") -> Identity:

@@ -19,7 +19,7 @@ async def app(start_app, namespace):
 async def test_admin_api_needs_the_bearer_token(app):
     f = Follower(token=TOKEN, openid="o_adm")
     await app.post_wechat(*f.request(f.text("hi")))
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     url = "/admin/api/profiles?openid=o_adm"
     assert (await app.client.get(url)).status == 401
     assert (await app.client.get(url, headers={"Authorization": "Bearer nope"})).status == 401
@@ -77,7 +77,7 @@ async def test_info_logs_carry_no_message_text_or_phone(app, caplog):
     f = Follower(token=TOKEN, openid="o_log")
     status, _ = await app.post_wechat(*f.request(f.text("我的手机是13812345678，秘密内容")))
     assert status == 200
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     formatter = JsonFormatter()
     lines = [formatter.format(r) for r in caplog.records if r.levelno >= logging.INFO]
     assert any('"request_id"' in line for line in lines)
@@ -104,7 +104,7 @@ async def test_points_check_finds_and_repairs_a_drifted_balance(app):
 
     f = Follower(token=TOKEN, openid="o_pts")
     await app.post_wechat(*f.request(f.text("hi")))
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     p = await app.store.profiles.find_by_identity("wechat", app.services.settings.wechat.app_id,
                                                   "o_pts")
     await app.store.ledger.award(p["_id"], "k1", 30, "gift", now=datetime.now(UTC))

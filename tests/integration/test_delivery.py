@@ -4,6 +4,7 @@ durable job that another app instance finishes."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -11,10 +12,12 @@ from redis.asyncio import Redis
 
 from bot.messages import Reply
 from store.keys import Keys
-from store.redis_state import SendMarks, TokenCache
+from store.records import new_interaction
+from store.redis_state import RedisSendMarks, RedisTokenCache
 from tests.conftest import closed_port_url, make_settings
 from webhooks.wechat.api import WeChatAPI, WeChatTransportError
-from webhooks.wechat.late import wechat_send_late
+from webhooks.wechat.outlet import WeChatOutlet
+from webhooks.wechat.settings import WeChatSettings
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ async def session():
 
 def api_for(session, wechat_api, redis, namespace) -> WeChatAPI:
     return WeChatAPI(session, wechat_api.url, "wx-app", "secret",
-                     TokenCache(redis, Keys(namespace)))
+                     RedisTokenCache(redis, Keys(namespace)))
 
 
 async def test_concurrent_callers_in_two_instances_fetch_one_token(
@@ -67,9 +70,15 @@ async def test_invalid_token_is_refreshed_once_and_the_call_retried_once(
 
 
 async def test_transport_error_is_reported_not_swallowed(session, redis, namespace):
-    api = WeChatAPI(session, closed_port_url(), "wx", "s", TokenCache(redis, Keys(namespace)))
+    api = WeChatAPI(session, closed_port_url(), "wx", "s", RedisTokenCache(redis, Keys(namespace)))
     with pytest.raises(WeChatTransportError):
         await api.access_token()
+
+
+def interaction(key: str) -> dict:
+    doc = new_interaction("p", "wechat", "out", "text", "x", {}, datetime.now(UTC))
+    doc["dedupe_key"] = key
+    return doc
 
 
 async def test_job_rerun_never_sends_twice_and_records_outcomes(
@@ -78,17 +87,23 @@ async def test_job_rerun_never_sends_twice_and_records_outcomes(
     from store.mongo import MongoStore
 
     store = await MongoStore.open(None, "late")
-    ctx = {"wechat_api": api_for(session, wechat_api, redis, namespace),
-           "send_marks": SendMarks(redis, Keys(namespace)), "store": store,
-           "metrics": Metrics()}
+    outlet = WeChatOutlet(WeChatSettings(token="tok", app_id="wx-app"),
+                          api_for(session, wechat_api, redis, namespace), None,  # type: ignore[arg-type]
+                          namespace, RedisSendMarks(redis, Keys(namespace)), store, Metrics())
     replies = [Reply(kind="text", text="one").model_dump(mode="json"),
                Reply(kind="text", text="two").model_dump(mode="json")]
+    for key in ("k:0", "k:1"):
+        await store.interactions.add(interaction(key))
     wechat_api.send_errcodes[:] = [0, 45015]  # the second is outside the 48 h window
-    tally = await wechat_send_late(ctx, "o_job", replies, ["k:0", "k:1"])
+    tally = await outlet.send_late({}, "o_job", replies, ["k:0", "k:1"])
     assert tally == {"sent": 1, "failed": 1, "skipped": 0}
-    again = await wechat_send_late(ctx, "o_job", replies, ["k:0", "k:1"])
+    again = await outlet.send_late({}, "o_job", replies, ["k:0", "k:1"])
     assert again == {"sent": 0, "failed": 0, "skipped": 2}
     assert [c.body["text"]["content"] for c in wechat_api.sends()] == ["one", "two"]
+    # The records say what happened, in the core's words.
+    assert (await store.interactions.get("k:0"))["outcome"] == "sent"
+    second = await store.interactions.get("k:1")
+    assert second["outcome"] == "window_closed" and second["code"] == 45015
 
 
 async def test_late_job_is_finished_by_another_instance(start_app, namespace, wechat_api):
@@ -96,16 +111,14 @@ async def test_late_job_is_finished_by_another_instance(start_app, namespace, we
     settings = make_settings(namespace, closed_port_url(), wechat_api.url)
     a = await start_app(settings, run_worker=False)
     msg_follower = "o_durable"
-    from datetime import UTC, datetime
-
     from bot.messages import InboundMessage
 
     msg = InboundMessage(channel="wechat", app_id="wx", sender=msg_follower, kind="text",
                          dedupe_key="msg:1", created_at=datetime.now(UTC), text="hi")
-    await a.services.late_senders["wechat"].send_late(
-        msg, [Reply(kind="text", text="late hello")], ["in:wechat:msg:1:out:0"])
-    await a.services.late_senders["wechat"].send_late(  # enqueued twice: one job (job id)
-        msg, [Reply(kind="text", text="late hello")], ["in:wechat:msg:1:out:0"])
+    await a.services.wechat.push(
+        msg.sender, [Reply(kind="text", text="late hello")], ["in:wechat:msg:1:out:0"])
+    await a.services.wechat.push(  # enqueued twice: one job (job id)
+        msg.sender, [Reply(kind="text", text="late hello")], ["in:wechat:msg:1:out:0"])
     await asyncio.sleep(0.5)
     assert wechat_api.sends() == []  # nobody is working yet
     await a.client.close()

@@ -26,7 +26,7 @@ async def say(app, follower: Follower, xml: str) -> dict[str, str]:
 
 async def interactions(app, openid: str):
     # Records are written after the reply goes out; wait for in-flight turns first.
-    await app.services.orchestrator.drain(10)
+    await app.services.core.orchestrator.drain(10)
     profile = await app.store.profiles.find_by_identity("wechat", APP_ID, openid)
     assert profile is not None
     return profile, list(reversed(await app.store.interactions.latest(profile["_id"], 100)))
@@ -179,7 +179,7 @@ async def test_slow_rasa_answers_success_then_one_customer_service_send(
     assert send.query["access_token"] == "TOKEN-1"
     assert rasa_proxy.turns_of("o_slow") == ["你好"]
     _, log = await interactions(app, "o_slow")
-    assert log[0]["delivery"] == "customer_service"
+    assert log[0]["delivery"] == "push"  # answered outside the passive reply
     for _ in range(40):  # the job records the outcome right after sending
         _, log = await interactions(app, "o_slow")
         if log[1]["outcome"] == "sent":
@@ -247,9 +247,9 @@ async def test_a_failing_flow_step_gets_the_apology_and_is_recorded(app, monkeyp
     async def broken(ctx):
         raise RuntimeError("step exploded")
 
-    actions = dict(app.services.orchestrator._engine._actions)
+    actions = dict(app.services.core.orchestrator._engine._actions)
     actions["profile_summary"] = broken
-    monkeypatch.setattr(app.services.orchestrator._engine, "_actions", actions)
+    monkeypatch.setattr(app.services.core.orchestrator._engine, "_actions", actions)
     f = Follower(token=TOKEN, openid="o_boom")
     reply = await say(app, f, f.text("我的资料"))
     assert "稍后再试" in reply["Content"]

@@ -11,7 +11,6 @@ import pytest
 
 from scrm.follower import Follower
 from tests.conftest import ADMIN, APP_ID, APP_PORT, ROOT, TOKEN, make_settings, scrm_bin
-from webhooks.services import refresh_life_stages
 
 pytestmark = pytest.mark.rasa
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -98,22 +97,21 @@ async def test_life_stage_tags_move_with_the_calendar(app):
     profiles = app.store.profiles
     f = Follower(token=TOKEN, openid="o_stage")
     await app.post_wechat(*f.request(f.text("你好")))
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     p = await profiles.find_by_identity("wechat", APP_ID, "o_stage")
     due = date.today() + timedelta(days=100)
     await profiles.update(p["_id"], {"fields.role": "expecting", "fields.due_date":
                                      due.isoformat(), "member.id": "M1"})
-    journeys = app.services.journeys
-    await journeys.refresh_stage(await profiles.get(p["_id"]), date.today())
+    stages = app.services.core.stages
+    await stages.refresh(await profiles.get(p["_id"]), date.today())
     assert "孕中期" in (await profiles.get(p["_id"]))["tags"]
     # Seven weeks later the same member is in the third trimester, without any new input.
     later = date.today() + timedelta(days=49)
-    await journeys.refresh_stage(await profiles.get(p["_id"]), later)
+    await stages.refresh(await profiles.get(p["_id"]), later)
     tags = (await profiles.get(p["_id"]))["tags"]
     assert "孕晚期" in tags and "孕中期" not in tags
     # The daily job runs over every member.
-    ctx = {"journeys": journeys, "points": app.services.points, "store": app.store}
-    assert await refresh_life_stages(ctx) == 1
+    assert await stages.refresh_all() == 1
     assert "孕中期" in (await profiles.get(p["_id"]))["tags"]  # today's date again
 
 
@@ -166,7 +164,7 @@ async def test_a_campaign_qr_scene_starts_its_flow_and_profile_fields_steer_it(
     status, body = await app.post_wechat(*f.request(f.event("subscribe", "qrscene_store_001",
                                                             Ticket="t")))
     assert status == 200 and f.read_reply(body)["Content"] == "欢迎来到门店"  # not the welcome
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     p = await app.store.profiles.find_by_identity("wechat", APP_ID, "o_store")
     await app.store.profiles.update(p["_id"], {"fields.city": "上海"})
     f.clock = 1_790_000_100
@@ -190,6 +188,6 @@ async def test_a_reload_that_renumbers_steps_never_misreads_a_waiting_answer(app
     assert (await app.client.post("/admin/api/flows/reload", headers=AUTH)).status == 200
     reply = await say("13812345678")
     assert "13812345678，" not in reply  # never taken as her nickname under the new numbering
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     p = await app.store.profiles.find_by_identity("wechat", APP_ID, "o_waiting")
     assert "nickname" not in p["fields"]

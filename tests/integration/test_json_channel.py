@@ -34,7 +34,7 @@ async def test_signed_message_gets_replies_and_is_recorded(app, rasa_proxy):
     again = await (await app.client.post("/webhooks/json", data=raw, headers=headers)).json()
     assert again == data
     assert rasa_proxy.turns_of("u1") == ["hello"]
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     profile = await app.store.profiles.find_by_identity("json", "default", "u1")
     assert await app.store.interactions.count(profile["_id"]) == 2
 

@@ -4,96 +4,34 @@ and life-stage moments, through the real app (real Redis, real Rasa, fake WeChat
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.settings import TemplateMessage
 from tests.conftest import APP_ID, APP_PORT, make_settings
-from tests.integration.test_journeys import Chat
+from tests.support.chat import Chat
+from tests.support.marketing import (
+    BOSS,
+    SHANGHAI,
+    audit,
+    bid_in,
+    boss,
+    marketing,
+    member_doc,
+    member_sends,
+    seed,
+    status_of,
+    texts_to,
+    until,
+)
 
 pytestmark = pytest.mark.rasa
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-BOSS = "o_boss_admin"
-
-
-def marketing(**over: Any) -> dict[str, Any]:
-    # No quiet hours unless a test asks: the suite must pass at any time of day.
-    return {"admins": [BOSS], "quiet_hours": "", "rate_per_second": 200.0, **over}
-
 
 @pytest.fixture
 async def app(start_app, namespace, rasa_proxy, wechat_api):
     return await start_app(make_settings(namespace, rasa_proxy.url, wechat_api.url,
                                          marketing=marketing()), port=APP_PORT)
-
-
-def member_doc(i: int, *, city: str = "上海", tags: list[str] | None = None,
-               last_seen: timedelta = timedelta(hours=1), follow: str = "subscribed",
-               due: date | None = None, nickname: str | None = None,
-               month_count: int | None = None) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    openid = f"o_m{i:04d}"
-    doc: dict[str, Any] = {
-        "_id": uuid.uuid4().hex, "identity_keys": [f"wechat:{APP_ID}:{openid}"],
-        "identities": [{"channel": "wechat", "app_id": APP_ID, "openid": openid,
-                        "unionid": None}],
-        "first_seen": now - timedelta(days=30), "last_seen": now - last_seen,
-        "follow": {"state": follow, "changed_at": now}, "counters": {"inbound": 3},
-        "tags": tags or [], "lang": "zh",
-        "fields": {"nickname": nickname or f"妈妈{i}", "mobile": f"139{i:08d}", "city": city,
-                   "role": "expecting"},
-        "member": {"id": f"M{i:010X}", "tier": "普通", "stage": "pregnant"},
-    }
-    if due is not None:
-        doc["fields"]["due_date"] = due.isoformat()
-    if month_count is not None:
-        doc["broadcasts"] = {datetime.now(SHANGHAI).strftime("%Y-%m"): month_count}
-    return doc
-
-
-async def seed(app, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    await app.store._db["profiles"].insert_many([dict(d) for d in docs])
-    return docs
-
-
-async def boss(app) -> Chat:
-    chat = Chat(app, BOSS)
-    await chat.say("你好")  # her profile exists once she has written
-    return chat
-
-
-def texts_to(wechat_api, openid: str) -> list[str]:
-    return [c.body["text"]["content"] for c in wechat_api.delivered()
-            if c.body.get("touser") == openid and "text" in c.body]
-
-
-async def until(predicate, timeout: float = 20.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return False
-
-
-async def status_of(app, bid: str) -> str:
-    doc = await app.store.campaigns.get(bid)
-    return str(doc["status"]) if doc else "none"
-
-
-def bid_in(text: str) -> str:
-    return text.split("预览 ", 1)[1].split("（", 1)[0]
-
-
-async def audit(app, command: str | None = None) -> list[dict[str, Any]]:
-    log = await app.store.campaigns.audit_log(100)
-    return [a for a in log if command is None or a["command"] == command]
 
 
 # -- roles and authorisation ---------------------------------------------------------------
@@ -197,7 +135,7 @@ async def test_points_grant_retry_grants_once(app):
     for _ in range(2):  # WeChat retries the same MsgId
         status, _ = await app.post_wechat(*admin.f.request(xml))
         assert status == 200
-    await app.services.orchestrator.drain(10)
+    await app.services.core.orchestrator.drain(10)
     assert (await app.store.ledger.balance(doc["_id"]))[0] == 50
 
 
@@ -226,7 +164,7 @@ async def test_broadcast_preview_confirm_and_tally(app, wechat_api):
         assert texts_to(wechat_api, quiet) == []
     tally = await app.store.campaigns.tally(bid)
     assert tally["sent"] == 3 and tally["skipped"] == 3
-    assert tally["skipped:unsubscribed"] == 1 and tally["skipped:outside_48h"] == 1
+    assert tally["skipped:unsubscribed"] == 1 and tally["skipped:outside_window"] == 1
     assert tally["skipped:monthly_cap"] == 1
     month = datetime.now(SHANGHAI).strftime("%Y-%m")
     assert (await app.store.profiles.get(docs[5]["_id"]))["broadcasts"][month] == 4
@@ -274,7 +212,7 @@ async def test_window_template_message_and_45015(start_app, namespace, rasa_prox
     [tpl] = [c for c in wechat_api.template_sends() if c.body["touser"] == "o_m0002"]
     assert tpl.body["template_id"] == "TPL-1" and tpl.body["data"]["thing1"]["value"] == "妈妈2"
     tally = await app.store.campaigns.tally(bid)
-    assert tally["sent"] == 2 and tally["skipped:window_45015"] == 1
+    assert tally["sent"] == 2 and tally["skipped:window_closed"] == 1
     delivery = await app.store.campaigns.delivery(f"{bid}:" + (await app.store.profiles
                                                                 .find_by_identity(
         "wechat", APP_ID, "o_m0002"))["_id"])
@@ -292,7 +230,7 @@ async def test_quota_45009_pauses_and_confirm_resumes(app, wechat_api):
     assert await until(lambda: _attempted(wechat_api, BOSS, "已暂停"))
     assert "paused" in await admin.say(f"/status {bid}")
     assert len(wechat_api.delivered()) == 3  # the day's quota (her "started" note is one)
-    members_sent = {c.body["touser"] for c in _member_sends(wechat_api)}
+    members_sent = {c.body["touser"] for c in member_sends(wechat_api)}
     tally = await app.store.campaigns.tally(bid)
     assert tally["sent"] == len(members_sent) >= 1
     assert tally["queued"] == 8 - len(members_sent)  # waiting, not dropped
@@ -322,10 +260,10 @@ async def test_cancel_stops_within_a_second(start_app, namespace, rasa_proxy, we
     await admin.say(f"/confirm {bid}")
     assert await until(lambda: _count_members(wechat_api, 3))
     reply = await admin.say(f"/cancel {bid}")
-    at_cancel = len(_member_sends(wechat_api))
+    at_cancel = len(member_sends(wechat_api))
     assert "已取消" in reply
     await asyncio.sleep(2.0)
-    after = len(_member_sends(wechat_api))
+    after = len(member_sends(wechat_api))
     print(f"\ncancel: {at_cancel} sent when cancelled, {after} after 2 s (rate 5/s)")
     assert after - at_cancel <= 5  # at most one second's worth at the configured rate
     assert await status_of(app, bid) == "cancelled"
@@ -334,12 +272,8 @@ async def test_cancel_stops_within_a_second(start_app, namespace, rasa_proxy, we
     assert tally["sent"] == after  # no member left in between
 
 
-def _member_sends(wechat_api) -> list[Any]:
-    return [c for c in wechat_api.delivered() if c.body.get("touser") != BOSS]
-
-
 async def _count_members(wechat_api, n: int) -> bool:
-    return len(_member_sends(wechat_api)) >= n
+    return len(member_sends(wechat_api)) >= n
 
 
 async def test_confirm_expires_after_the_window(app, wechat_api):
@@ -355,7 +289,7 @@ async def test_confirm_expires_after_the_window(app, wechat_api):
     assert "不是你创建的" in await other.say(f"/confirm {bid2}")
     assert "不是你创建的" in await other.say(f"/cancel {bid2}")
     await asyncio.sleep(0.5)
-    assert _member_sends(wechat_api) == []
+    assert member_sends(wechat_api) == []
 
 
 async def test_quiet_hours_defer_not_drop(start_app, namespace, rasa_proxy, wechat_api):
@@ -371,7 +305,7 @@ async def test_quiet_hours_defer_not_drop(start_app, namespace, rasa_proxy, wech
     bid = bid_in(preview)
     assert "免打扰时段" in await admin.say(f"/confirm {bid}")
     await asyncio.sleep(1.5)
-    assert _member_sends(wechat_api) == []
+    assert member_sends(wechat_api) == []
     tally = await app.store.campaigns.tally(bid)
     assert tally == {"queued": 3}  # deferred, not dropped
     # The chunk waits in the job queue for the end of the quiet hours ...
@@ -382,10 +316,10 @@ async def test_quiet_hours_defer_not_drop(start_app, namespace, rasa_proxy, wech
     runs_at = deferred[0].score / 1000
     assert abs(runs_at - end.replace(second=0, microsecond=0).timestamp()) < 1
     # ... and when it runs then, it sends.
-    campaigns = services.campaigns
+    campaigns = services.core.campaigns
     campaigns.clock = lambda: datetime.now(UTC) + timedelta(minutes=60)
     await campaigns.send_chunk(*deferred[0].args)
-    assert len(_member_sends(wechat_api)) == 3
+    assert len(member_sends(wechat_api)) == 3
 
 
 # -- polls and moments ------------------------------------------------------------------------
@@ -420,7 +354,7 @@ async def test_life_stage_moment_once_per_member_even_if_run_twice(app, wechat_a
     due20 = today + timedelta(days=280 - 20 * 7)
     await seed(app, [member_doc(1, due=due12), member_doc(2, due=due20),
                      member_doc(3, due=today + timedelta(days=100))])
-    campaigns = app.services.campaigns
+    campaigns = app.services.core.campaigns
     await campaigns.run_moments()
     await campaigns.run_moments()  # the daily job ran twice
     assert await until(lambda: _count_members(wechat_api, 2))

@@ -34,8 +34,8 @@ async def test_one_followers_messages_are_handled_in_arrival_order_across_instan
     assert (s1, s2) == (200, 200)
     assert "姐妹社区" in f.read_reply(r1)["Content"] and "不客气" in f.read_reply(r2)["Content"]
     assert rasa_proxy.turns_of("o_order") == ["你好", "谢谢"]
-    await a.services.orchestrator.drain(5)
-    await b.services.orchestrator.drain(5)
+    await a.services.core.orchestrator.drain(5)
+    await b.services.core.orchestrator.drain(5)
     profile = await a.store.profiles.find_by_identity("wechat", a.services.settings.wechat.app_id,
                                                       "o_order")
     log = list(reversed(await a.store.interactions.latest(profile["_id"], 10)))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import ADMIN, APP_PORT, make_settings
-from tests.integration.test_journeys import TODAY, Chat, sign_up
+from tests.support.chat import TODAY, Chat, sign_up
 
 pytestmark = pytest.mark.rasa
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import APP_PORT, make_settings
-from tests.integration.test_journeys import TODAY, Chat, sign_up
+from tests.support.chat import TODAY, Chat, sign_up
 
 pytestmark = pytest.mark.rasa
 
@@ -103,14 +103,14 @@ async def test_double_opt_in_introduction_relay_feedback_and_unmatch(app_api, we
     assert relayed == "姐妹 小美 对你说：你好呀，我的电话是138****5678"
 
     # A week later (the scheduled job's work): both are asked; answers feed the ranking.
-    assert await app.services.journeys.ask_feedback(match_id, datetime.now(UTC)) == 2
+    assert await app.services.core.feedback.ask(match_id, datetime.now(UTC)) == 2
     assert "认识一周啦" in (await pushed_to(wechat_api, "o_lin2", 3))[2]
     assert "谢谢你的反馈" in await lin.say("是")
     assert "谢谢你的反馈" in await mei.say("否")
     match = await app.store.matches.get(match_id)
     lin_id, mei_id = (await lin.profile())["_id"], (await mei.profile())["_id"]
     assert match["feedback"] == {lin_id: True, mei_id: False}
-    mei_card = await app.services.journeys._matcher.card_of(mei_id)
+    mei_card = await app.services.core.matcher.card_of(mei_id)
     assert (mei_card["fb_n"], mei_card["fb_sum"]) == (1, 1)  # lin found mei helpful
 
     # Unmatch: she is told; the load on both is released.

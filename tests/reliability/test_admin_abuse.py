@@ -108,7 +108,7 @@ async def app(start_app, namespace, wechat_api, tmp_path):
     f = Follower(token=TOKEN, openid="o_abuse")
     status, _ = await harness.post_wechat(*f.request(f.text("你好")))
     assert status == 200
-    await harness.services.orchestrator.drain(5)
+    await harness.services.core.orchestrator.drain(5)
     profile = await harness.store.profiles.find_by_identity("wechat", APP_ID, "o_abuse")
     # A member whose cached balance is not her ledger's sum (0): a repair would change it,
     # and who has no QR code yet: creating one would call WeChat.
@@ -123,7 +123,7 @@ async def app(start_app, namespace, wechat_api, tmp_path):
 
 async def observed(app, wechat_api) -> dict[str, Any]:
     store = app.store
-    return {"flows version": app.services.flows.current.version,
+    return {"flows version": app.services.core.flows.current.version,
             "ledger mismatches": [(m.profile_id, m.balance) for m in await store.ledger.check()],
             "profile": await store.profiles.get(app.profile_id),
             "interactions": await store.interactions.count(),

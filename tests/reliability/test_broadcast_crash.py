@@ -19,25 +19,27 @@ from arq.worker import Worker
 
 from store.mongo import MongoStore
 from tests.conftest import make_settings
-from tests.integration.test_journeys import Chat
-from tests.integration.test_marketing import (
+from tests.support.chat import Chat
+from tests.support.marketing import (
     BOSS,
-    _member_sends,
     bid_in,
     marketing,
     member_doc,
+    member_sends,
     seed,
     status_of,
     until,
 )
+from webhooks.services import worker_functions
 
 pytestmark = pytest.mark.rasa
 MEMBERS = 60
 FREEZE_AFTER = 17
 
 
-class FreezingSender:
-    """Sends for real; after `after` sends, the next one reaches WeChat and never returns."""
+class FreezingSend:
+    """The outlet's send, for real; after `after` sends, the next one reaches WeChat and
+    never returns."""
 
     def __init__(self, real, after: int) -> None:
         self.real = real
@@ -45,16 +47,13 @@ class FreezingSender:
         self.sent = 0
         self.frozen = asyncio.Event()
 
-    async def text(self, openid: str, text: str) -> int:
-        code = await self.real.text(openid, text)
+    async def __call__(self, *args):
+        result = await self.real(*args)
         self.sent += 1
         if self.sent > self.after:
             self.frozen.set()
             await asyncio.Event().wait()  # the process "dies" here
-        return code
-
-    async def template(self, *args):  # pragma: no cover - not used here
-        return await self.real.template(*args)
+        return result
 
 
 async def test_killed_broadcast_worker_resumes_without_duplicates(
@@ -65,13 +64,15 @@ async def test_killed_broadcast_worker_resumes_without_duplicates(
     try:
         front = await start_app(settings, store=store, run_worker=False)  # takes commands
         doomed = await start_app(settings, store=store, run_worker=False)
-        freezing = FreezingSender(doomed.services.campaigns.sender, FREEZE_AFTER)
-        doomed.services.campaigns.sender = freezing
         svc = doomed.services
-        # The doomed process's job worker, as the app runs it (same functions and context).
-        worker = Worker(functions=svc.job_functions, queue_name=svc.keys.queue,
+        # This process's campaign sends freeze (only its outlet: the rescuer has its own).
+        freezing = FreezingSend(svc.wechat.send_now, FREEZE_AFTER)
+        svc.wechat.send_now = freezing
+        # The doomed process's job worker, as the app runs it (the same functions).
+        worker = Worker(functions=worker_functions(svc.core, svc.wechat),
+                        queue_name=svc.keys.queue,
                         redis_settings=RedisSettings.from_dsn(settings.redis.url),
-                        ctx=svc.job_ctx, handle_signals=False, poll_delay=0.05,
+                        handle_signals=False, poll_delay=0.05,
                         job_timeout=settings.marketing.job_timeout_seconds, max_tries=8)
         running = asyncio.create_task(worker.async_run())
         await seed(front, [member_doc(i) for i in range(MEMBERS)])
@@ -80,7 +81,7 @@ async def test_killed_broadcast_worker_resumes_without_duplicates(
         bid = bid_in(await admin.say("/broadcast member:yes | 周末活动通知"))
         await admin.say(f"/confirm {bid}")
         await asyncio.wait_for(freezing.frozen.wait(), 60)
-        at_kill = len(_member_sends(wechat_api))
+        at_kill = len(member_sends(wechat_api))
         # Killed: every task of the worker stops where it is; nothing is cleaned up, so
         # its jobs stay marked in progress until arq sees them expire.
         for task in [*worker.tasks.values(), running]:
@@ -92,7 +93,7 @@ async def test_killed_broadcast_worker_resumes_without_duplicates(
 
         rescuer = await start_app(settings, store=store)  # a new process with a worker
         assert await until(lambda: _finished(front, bid), timeout=90)
-        sends = Counter(c.body["touser"] for c in _member_sends(wechat_api))
+        sends = Counter(c.body["touser"] for c in member_sends(wechat_api))
         tally = await store.campaigns.tally(bid)
         duplicated = sum(n - 1 for n in sends.values() if n > 1)
         lost = MEMBERS - len(sends)
@@ -108,7 +109,7 @@ async def test_killed_broadcast_worker_resumes_without_duplicates(
         assert interrupted <= MEMBERS // 10  # one per chunk job at most
         assert len(sends) >= MEMBERS - interrupted
         assert len(sends) >= tally["sent"]
-        assert rescuer.services.campaigns.sender is not freezing
+        assert rescuer.services.wechat.send_now is not freezing
     finally:
         await store.close()
 

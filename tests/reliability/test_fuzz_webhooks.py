@@ -108,7 +108,7 @@ async def test_fuzz_wechat_safe_mode_with_wrong_keys_and_signatures(start_app, n
             assert resp.status == 200
             tried["accepted"] += 1
     print(f"\nsafe-mode fuzz: {tried['n']} inputs, {tried['accepted']} accepted")
-    await app.services.orchestrator.drain(10)
+    await app.services.core.orchestrator.drain(10)
     # Exactly the accepted ones are on record: one inbound and one reply (the apology:
     # Rasa is unreachable) each; every refused one left nothing.
     assert tried["accepted"] > 0

@@ -62,12 +62,12 @@ async def test_the_app_keeps_nothing_per_message(start_app, namespace, rasa_serv
         # Traced before the start snapshot, so that bounded caches (yarl keeps the last
         # 1,024 parsed queries) replace traced entries and do not look like growth.
         await _send(url, PRIMER, 2)
-        await app.services.orchestrator.drain(10)
+        await app.services.core.orchestrator.drain(10)
         before = await _ids(db)
         gc.collect()
         start = tracemalloc.take_snapshot()
         await _send(url, MEASURED, 3)
-        await app.services.orchestrator.drain(10)
+        await app.services.core.orchestrator.drain(10)
         stored = sum(len(v) for v in (await _ids(db)).values()) - sum(
             len(v) for v in before.values())
         for name, ids in before.items():

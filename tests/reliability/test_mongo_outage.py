@@ -16,7 +16,7 @@ from tests.conftest import APP_ID, TOKEN, closed_port_url, make_settings
 async def test_mongo_outage_keeps_every_message_and_writes_it_once(start_app, namespace,
                                                                    monkeypatch):
     app = await start_app(make_settings(namespace, closed_port_url()))
-    store, outbox = app.store, app.services.orchestrator._outbox
+    store, outbox = app.store, app.services.core.orchestrator._outbox
 
     def down(*args, **kwargs):
         raise ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused")
@@ -39,7 +39,7 @@ async def test_mongo_outage_keeps_every_message_and_writes_it_once(start_app, na
         return out
 
     replies = [r for rs in await asyncio.gather(*(chat(f) for f in followers)) for r in rs]
-    await app.services.orchestrator.drain(5)
+    await app.services.core.orchestrator.drain(5)
     assert all(status == 200 and "稍后再试" in text for status, text in replies)
     assert await outbox.size() == 20
 
@@ -63,4 +63,4 @@ async def test_mongo_outage_keeps_every_message_and_writes_it_once(start_app, na
     print(f"\nmongo outage: sent 20, kept in outbox 20, stored {stored}, lost {lost}, "
           f"duplicated {duplicated}")
     assert (stored, lost, duplicated) == (20, 0, 0)
-    assert await app.services.orchestrator.replay_outbox() == 0  # nothing left, nothing twice
+    assert await app.services.core.orchestrator.replay_outbox() == 0  # nothing left, nothing twice

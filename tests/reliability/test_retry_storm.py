@@ -38,7 +38,7 @@ async def test_retry_storm(start_app, namespace, rasa_proxy):
     for at in (5, 10, 15):  # WeChat's retries, with the same signature and MsgId
         await asyncio.sleep(max(0.0, started + at - loop.time()))
         await asyncio.gather(*(post(i) for i in range(MESSAGES)))
-    await app.services.orchestrator.drain(10)
+    await app.services.core.orchestrator.drain(10)
 
     sent = MESSAGES * 7
     rasa_calls = len(rasa_proxy.turns)

@@ -27,8 +27,8 @@ from bot.messages import InboundMessage
 from scrm.follower import Follower
 from store.keys import Keys
 from tests.conftest import ADMIN, APP_ID, TOKEN
-from tests.integration.test_journeys import TODAY, Chat, sign_up
 from tests.support.app_process import AppProcess, app_env, loopback_config
+from tests.support.chat import TODAY, Chat, sign_up
 from tests.support.fake_wechat import Call, FakeWeChatAPI
 from tests.support.rasa_proxy import RasaProxy
 

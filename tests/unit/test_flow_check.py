@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.broadcasts import CAMPAIGN_ACTIONS
-from bot.flows.loader import FlowsInvalid, Known, load_flows
-from bot.journeys import Journeys
-from bot.validators import VALIDATORS
+from bot.core import ACTION_NAMES
+from bot.flow_engine.loader import FlowsInvalid, Known, load_flows
+from bot.flow_engine.validators import VALIDATORS
+from bot.members.variables import MEMBER_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
-KNOWN = Known(validators=set(VALIDATORS),
-              actions=set(Journeys.ACTION_NAMES + CAMPAIGN_ACTIONS),
-              award_rules={"signup", "checkin"}, required_templates=("fallback",))
+KNOWN = Known(validators=set(VALIDATORS), actions=ACTION_NAMES,
+              award_rules={"signup", "checkin"}, required_templates=("fallback",),
+              member_vars=MEMBER_VARS)
 
 BASE = """
 slots:
@@ -52,7 +52,7 @@ def test_the_base_file_is_valid(tmp_path):
 
 def test_shipped_flows_are_valid():
     flows = load_flows(ROOT / "flows", Known(
-        validators=set(VALIDATORS), actions=set(Journeys.ACTION_NAMES + CAMPAIGN_ACTIONS),
+        validators=set(VALIDATORS), actions=ACTION_NAMES, member_vars=MEMBER_VARS,
         award_rules={"signup", "checkin", "share", "referral", "poll"}))
     assert {"signup", "points_query", "checkin", "redeem", "welcome"} <= set(flows.flows)
 
@@ -84,6 +84,18 @@ def test_duplicate_trigger_across_files(tmp_path):
     errors = check(tmp_path, BASE, other)
     assert any("duplicate trigger: keyword 'HI' starts both 'hello' and 'other'" in e
                for e in errors), errors
+
+
+def test_duplicate_template_across_files(tmp_path):
+    errors = check(tmp_path, BASE, "templates:\n  hi_name: {zh: 又一个, en: another}\n")
+    assert any("template 'hi_name' is already defined at" in e and "a.yml:13" in e
+               for e in errors), errors
+
+
+def test_the_flow_set_carries_the_template_texts_it_checked(tmp_path):
+    (tmp_path / "a.yml").write_text(BASE)
+    flows = load_flows(tmp_path, KNOWN)  # the files are read once, texts included
+    assert flows.templates["hi_name"] == {"zh": "你好 {{ slots.name }}", "en": "hi {{ slots.name }}"}
 
 
 def test_yaml_syntax_error_has_a_line(tmp_path):

@@ -43,3 +43,45 @@ def test_motor_is_only_used_inside_store():
              for p in (ROOT / pkg).rglob("*.py")
              if any(n.startswith(("motor", "mongomock_motor", "pymongo")) for n in imports_of(p))]
     assert users == []
+
+
+# Inside bot/: features depend on the flow engine and shared modules, never on the
+# conversation layer or on each other upwards; only bot/core.py wires them together.
+BOT_RULES = {
+    "bot.flow_engine": ("bot.conversation", "bot.members", "bot.sisters", "bot.marketing",
+                        "bot.core"),
+    "bot.members": ("bot.conversation", "bot.sisters", "bot.marketing", "bot.core"),
+    "bot.sisters": ("bot.conversation", "bot.marketing", "bot.core"),
+    "bot.marketing": ("bot.conversation", "bot.core"),
+    "bot.conversation": ("bot.members", "bot.sisters", "bot.marketing", "bot.core"),
+}
+
+
+def module_of(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("package", sorted(BOT_RULES))
+def test_bot_features_point_one_way(package):
+    bad = []
+    for path in (ROOT / package.replace(".", "/")).rglob("*.py"):
+        for name in imports_of(path):
+            if any(name == f or name.startswith(f + ".") for f in BOT_RULES[package]):
+                bad.append(f"{module_of(path)} imports {name}")
+    assert bad == []
+
+
+WECHAT_ERRCODES = {40001, 42001, 45009, 45015, 45047}
+
+
+def test_wechat_rules_stay_in_the_channel():
+    """No WeChat errcode, and no branch on the channel's name, anywhere in bot/ or store/."""
+    found = []
+    for pkg in ("bot", "store"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and (
+                        (node.value in WECHAT_ERRCODES and not isinstance(node.value, bool))
+                        or node.value == "wechat"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert found == []

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.lifestage import (
+from bot.members.lifestage import (
     STAGE_TAGS,
     StageSummary,
     baby_age_months,

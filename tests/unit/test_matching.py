@@ -1,4 +1,5 @@
-"""Sister-matching ranking over the real Redis index (private namespace per test)."""
+"""Sister-matching ranking, over the in-memory index and the real Redis one (a private
+namespace per test): the same answers from both."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from datetime import date
 import pytest
 from redis.asyncio import Redis
 
-from bot.matching import Matcher, anchor_of, stage_label
 from bot.settings import MatchingSettings
+from bot.sisters.matching import Matcher, anchor_of, shown_stage
 from store.keys import Keys
-from store.match_index import MatchIndex
+from store.match_index import RedisMatchIndex
+from store.memory_state import MemoryMatchIndex
 
 TODAY = date(2026, 11, 25)
 
@@ -25,10 +27,13 @@ def profile(pid: str, nickname: str, *, due: int | None = None, born: int | None
     return {"_id": pid, "fields": fields, "tags": list(tags)}
 
 
-@pytest.fixture
-async def matcher(namespace):
+@pytest.fixture(params=["memory", "redis"])
+async def matcher(request, namespace):
+    if request.param == "memory":
+        yield Matcher(MemoryMatchIndex(), MatchingSettings())
+        return
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
-    yield Matcher(MatchIndex(redis, Keys(namespace)), MatchingSettings())
+    yield Matcher(RedisMatchIndex(redis, Keys(namespace)), MatchingSettings())
     await redis.aclose()
 
 
@@ -39,9 +44,9 @@ async def names(matcher: Matcher, pid: str) -> list[str]:
 def test_anchor_and_the_stage_others_see():
     assert anchor_of(profile("p", "a", due=100)) == TODAY.toordinal() + 100
     assert anchor_of(profile("p", "a")) is None
-    assert stage_label(TODAY.toordinal() + 100, TODAY) == "孕25周"
-    assert stage_label(TODAY.toordinal() - 100, TODAY) == "宝宝3个月"
-    assert stage_label(TODAY.toordinal() - 500, TODAY, "en") == "child 1y4m"
+    assert shown_stage(TODAY.toordinal() + 100, TODAY) == "孕25周"
+    assert shown_stage(TODAY.toordinal() - 100, TODAY) == "宝宝3个月"
+    assert shown_stage(TODAY.toordinal() - 500, TODAY, "en") == "child 1y4m"
 
 
 async def test_close_stage_same_city_and_further_along_rank_first(matcher):

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.journeys import match_reward
-from bot.points import Points, tier_status
+from bot.brand_calendar import BrandCalendar
+from bot.members.actions import match_reward
+from bot.members.points import Points, tier_status
 from bot.settings import PointsSettings, Tier
 
 TIERS = [Tier(name="普通", min=0), Tier(name="银卡", min=500), Tier(name="金卡", min=2000)]
@@ -23,7 +24,8 @@ def test_tier_status(earned, expected):
 
 
 def test_keys_follow_the_rule_and_the_shanghai_calendar_day():
-    points = Points(store=None, settings=PointsSettings())  # type: ignore[arg-type]
+    points = Points(store=None, settings=PointsSettings(),  # type: ignore[arg-type]
+                    calendar=BrandCalendar("Asia/Shanghai"))
     late_utc = datetime(2026, 11, 24, 16, 30, tzinfo=UTC)  # 00:30 on the 25th in Shanghai
     assert points.key("checkin", "p1", late_utc, None) == "checkin:p1:2026-11-25"
     assert points.key("signup", "p1", late_utc, "x") == "signup:p1"

@@ -4,40 +4,36 @@ from __future__ import annotations
 
 import defusedxml.ElementTree as ET
 
+from bot.conversation.outbound import Outbound, merge
+from bot.flow_engine.templates import TemplateLibrary
 from bot.messages import Article, Reply
-from bot.metrics import Metrics
-from bot.orchestrator import Orchestrator
-from bot.templates import TemplateLibrary
 from webhooks.wechat.render import custom_message, passive_xml
 
 PROFILE = {"_id": "p", "fields": {"nickname": "小美"}}
 
 
-def orchestrator() -> Orchestrator:
+def outbound() -> Outbound:
     lib = TemplateLibrary({"hi": {"zh": "你好 {{ profile.nickname }}{{ suffix }}",
                                   "en": "hi {{ profile.nickname }}{{ suffix }}"},
                            "apology": {"zh": "抱歉", "en": "sorry"}})
-    return Orchestrator(store=None, rasa=None, engine=None, today=None,  # type: ignore[arg-type]
-                        templates=lib, order=None, metrics=Metrics(),  # type: ignore[arg-type]
-                        late_senders={})
+    return Outbound(store=None, templates=lib, outlets=[], default_lang="zh")  # type: ignore[arg-type]
 
 
 def test_template_with_vars_in_the_members_language():
-    o = orchestrator()
-    assert o._text("hi", "en", PROFILE, {"suffix": "!"}) == Reply(kind="text", text="hi 小美!")
-    assert o._text("hi", "zh", PROFILE, {"suffix": "!"}).text == "你好 小美!"
+    o = outbound()
+    assert o.text("hi", "en", PROFILE, {"suffix": "!"}) == Reply(kind="text", text="hi 小美!")
+    assert o.text("hi", "zh", PROFILE, {"suffix": "!"}).text == "你好 小美!"
 
 
 def test_consecutive_texts_merge_into_one_passive_message():
-    o = orchestrator()
-    merged = o._merge([Reply(kind="text", text="a"), Reply(kind="text", text="b"),
-                       Reply(kind="image", media_id="m"), Reply(kind="text", text="c")])
+    merged = merge([Reply(kind="text", text="a"), Reply(kind="text", text="b"),
+                    Reply(kind="image", media_id="m"), Reply(kind="text", text="c")])
     assert [(r.kind, r.text) for r in merged] == [("text", "a\n\nb"), ("image", ""),
                                                   ("text", "c")]
 
 
 def test_unknown_template_falls_back_to_the_apology_not_an_error():
-    assert orchestrator()._text("nope", "zh", PROFILE) == Reply(kind="text", text="抱歉")
+    assert outbound().text("nope", "zh", PROFILE) == Reply(kind="text", text="抱歉")
 
 
 def test_passive_xml_for_each_kind():

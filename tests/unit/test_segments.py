@@ -1,6 +1,6 @@
 """Segment query language: every field, the syntax marketers type on phones, errors that say
 where and why, and properties: no text escapes the whitelist, and the compiled date ranges
-agree with bot.lifestage.
+agree with bot.members.lifestage.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bot.lifestage import baby_age_months, pregnancy_week
-from bot.segments import (
+from bot.marketing.segments import (
     EMPTY_QUERY,
     FIELDS,
     SEGMENT_HELP,
@@ -23,6 +22,7 @@ from bot.segments import (
     SegmentError,
     compile_segment,
 )
+from bot.members.lifestage import baby_age_months, pregnancy_week
 
 NOW = datetime(2026, 5, 1, 4, 0, tzinfo=UTC)
 TODAY = date(2026, 5, 1)

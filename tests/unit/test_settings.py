@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ConfigError, load_settings
+from webhooks.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"WECHAT_TOKEN": "tok123", "WECHAT_APP_ID": "wx1"}
@@ -87,3 +87,17 @@ def test_compose_config_differs_from_config_yml_only_where_documented():
     assert compose["admin"].pop("allow_remote") is True
     assert main["admin"].pop("allow_remote") is False
     assert compose == main
+
+
+def test_a_moved_key_says_where_it_went(tmp_path):
+    path = write(tmp_path, "wechat: {token: abcd, app_id: wx}\n"
+                           "points:\n  timezone: Asia/Shanghai\n")
+    with pytest.raises(ConfigError,
+                       match=r"config.yml:3 points.timezone: has moved to app.timezone"):
+        load_settings(path, {})
+
+
+def test_one_brand_calendar_for_points_quiet_hours_and_jobs(tmp_path):
+    path = write(tmp_path, "wechat: {token: abcd, app_id: wx}\napp: {timezone: Mars/Olympus}\n")
+    with pytest.raises(ConfigError, match=r"app.timezone: .*unknown time zone"):
+        load_settings(path, {})

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from bot.templates import TemplateLibrary, TemplateProblem, detect_lang
-
-ROOT = Path(__file__).resolve().parents[2]
+from bot.flow_engine.templates import TemplateLibrary, TemplateProblem, detect_lang
+from tests.support.core import shipped_templates
 
 
 def test_shipped_templates_render_in_both_languages():
-    lib = TemplateLibrary.from_dir(ROOT / "flows")
+    lib = shipped_templates()
     for name in ("greet", "help", "apology", "welcome", "fallback"):
         assert lib.render(name, "zh", profile={})
         assert lib.render(name, "en", profile={})
@@ -39,13 +36,6 @@ def test_sandbox_blocks_attribute_escapes():
 def test_bad_syntax_is_reported_at_load():
     with pytest.raises(TemplateProblem, match="'broken' \\(zh\\)"):
         TemplateLibrary({"broken": {"zh": "{% if %}"}})
-
-
-def test_duplicate_template_across_files(tmp_path):
-    (tmp_path / "a.yml").write_text("templates:\n  hi: {zh: a}\n")
-    (tmp_path / "b.yml").write_text("templates:\n  hi: {zh: b}\n")
-    with pytest.raises(TemplateProblem, match="defined twice"):
-        TemplateLibrary.from_dir(tmp_path)
 
 
 @pytest.mark.parametrize(("text", "lang"), [

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.validators import (
+from bot.flow_engine.validators import (
     VALIDATORS,
     Invalid,
     Valid,

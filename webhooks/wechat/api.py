@@ -12,12 +12,14 @@ import logging
 from typing import Any
 
 import aiohttp
+from wechatpy.constants import WeChatErrorCode
 
-from store.redis_state import TokenCache
+from store.state import TokenCache
 
 log = logging.getLogger(__name__)
 
-TOKEN_INVALID = {40001, 42001}
+TOKEN_INVALID = {WeChatErrorCode.INVALID_CREDENTIAL.value,
+                 WeChatErrorCode.EXPIRED_ACCESS_TOKEN.value}
 REFRESH_MARGIN = 300
 
 

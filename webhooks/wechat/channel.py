@@ -17,14 +17,15 @@ from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.utils import check_signature
 
+from bot.conversation.orchestrator import Orchestrator
 from bot.messages import InboundMessage
-from bot.orchestrator import outbound_key
-from webhooks.channels import register_channel
-from webhooks.services import Services
-from webhooks.wechat.campaign_sender import WeChatCampaignSender
-from webhooks.wechat.late import JOB_NAME, WeChatLateSender, wechat_send_late
+from bot.metrics import Metrics
+from store.records import reply_key
+from store.state import Dedupe
+from webhooks.wechat.outlet import WeChatOutlet
 from webhooks.wechat.parse import MalformedMessage, harden, to_inbound
 from webhooks.wechat.render import passive_xml
+from webhooks.wechat.settings import WeChatSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,16 @@ SUCCESS = "success"
 class WeChatChannel:
     name = "wechat"
 
-    def __init__(self, services: Services) -> None:
-        self._svc = services
-        cfg = services.settings.wechat
-        self._cfg = cfg
-        self._budget = services.settings.app.budget_seconds
-        self._crypto = WeChatCrypto(cfg.token, cfg.aes_key, cfg.app_id) if cfg.aes_key else None
-        self.late_sender = WeChatLateSender(services.arq, services.keys.queue)
-        self.job_functions = [wechat_send_late]
-        services.job_ctx["wechat_api"] = services.wechat_api
-        # Broadcasts, polls and life-stage messages go out through this account.
-        services.campaigns.sender = WeChatCampaignSender(services.wechat_api)
-        assert JOB_NAME == wechat_send_late.__name__
+    def __init__(self, settings: WeChatSettings, budget: float, dedupe: Dedupe,
+                 orchestrator: Orchestrator, outlet: WeChatOutlet, metrics: Metrics) -> None:
+        self._cfg = settings
+        self._budget = budget
+        self._dedupe = dedupe
+        self._orchestrator = orchestrator
+        self._outlet = outlet
+        self._metrics = metrics
+        self._crypto = (WeChatCrypto(settings.token, settings.aes_key, settings.app_id)
+                        if settings.aes_key else None)
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [web.get("/wechat", self.verify), web.post("/wechat", self.receive)]
@@ -119,28 +118,21 @@ class WeChatChannel:
 
     async def _answer(self, msg: InboundMessage, received: float) -> str:
         """The plain XML reply or 'success'; the same for every retry of one message."""
-        svc = self._svc
         remaining = self._budget - (time.monotonic() - received)
-        if not await svc.dedupe.claim(msg.dedupe_key):
-            svc.metrics.dedupe_hits.labels(self.name).inc()
-            earlier = await svc.dedupe.wait_result(msg.dedupe_key, remaining)
+        if not await self._dedupe.claim(msg.dedupe_key):
+            self._metrics.dedupe_hits.labels(self.name).inc()
+            earlier = await self._dedupe.wait_result(msg.dedupe_key, remaining)
             return earlier if earlier is not None else SUCCESS
-        turn = svc.orchestrator.start(msg, received)
+        turn = self._orchestrator.start(msg, received)
         replies = await turn.answer(self._budget - (time.monotonic() - received))
         if not replies:
-            await svc.dedupe.publish(msg.dedupe_key, SUCCESS)
+            await self._dedupe.publish(msg.dedupe_key, SUCCESS)
             return SUCCESS
         first, rest = replies[0], replies[1:]
         plain = passive_xml(first, msg.sender, str(msg.payload.get("account", "")))
-        await svc.dedupe.publish(msg.dedupe_key, plain)
+        await self._dedupe.publish(msg.dedupe_key, plain)
         if rest:
             # A passive reply carries one message; the others follow by customer service.
-            base = f"in:{msg.channel}:{msg.dedupe_key}"
-            keys = [outbound_key(base, i) for i in range(1, len(replies))]
-            await self.late_sender.send_late(msg, rest, keys)
+            keys = [reply_key(msg.record_key, i) for i in range(1, len(replies))]
+            await self._outlet.push(msg.sender, rest, keys)
         return plain
-
-
-@register_channel("wechat")
-def build(services: Services) -> WeChatChannel:
-    return WeChatChannel(services)

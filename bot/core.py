@@ -1,0 +1,133 @@
+"""The channel-free core, built once in dependency order: nothing is patched afterwards.
+
+    calendar → points → referrals, life stages, matcher → flows (registry) → outbound
+    → step actions → engine → sister feedback → campaigns → audit → commands → orchestrator
+
+The edges (webhooks/services.py) open the store, the shared state and the channels'
+outlets first, hand them in, and serve what comes out: the orchestrator for channels,
+the action executor for Rasa, and the jobs and daily crons for the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import time
+from typing import Final
+
+from rasa_sdk.executor import ActionExecutor
+
+from bot.brand_calendar import BrandCalendar
+from bot.conversation.orchestrator import Nlu, Orchestrator
+from bot.conversation.outbound import Outbound
+from bot.conversation.rasa_action import action_executor
+from bot.flow_engine.actions import action_names, actions_of
+from bot.flow_engine.engine import FlowEngine
+from bot.flow_engine.registry import FlowRegistry
+from bot.jobs import Job, JobQueue
+from bot.marketing.audit import Audit
+from bot.marketing.campaigns import Campaigns
+from bot.marketing.commands import Commands
+from bot.marketing.polls import PollActions
+from bot.members.actions import LifeStages, MemberActions
+from bot.members.points import Points
+from bot.members.referrals import QrIssuer, Referrals
+from bot.members.variables import MEMBER_VARS
+from bot.metrics import Metrics
+from bot.outlets import Outlet
+from bot.settings import BotSettings
+from bot.sisters.actions import FEEDBACK_JOB, SisterActions, SisterFeedback
+from bot.sisters.matching import Matcher
+from store.protocols import Store
+from store.state import State
+
+# The classes whose `@step_action` methods the flows may call: their names are the flows'
+# known actions, for the running app and for `scrm flows check` alike.
+ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions)
+ACTION_NAMES: Final = action_names(*ACTION_PROVIDERS)
+STAGE_REFRESH_AT: Final = time(0, 5)  # brand time: every member's life stage, daily
+
+
+def flow_registry(settings: BotSettings) -> FlowRegistry:
+    """The checked flows, with every name they may refer to (FlowsInvalid if broken)."""
+    return FlowRegistry.for_app(settings.app.flows_dir, ACTION_NAMES, settings.points.rules,
+                                MEMBER_VARS, settings.app.default_lang)
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A daily job at a wall-clock time in the brand's calendar."""
+
+    name: str
+    job: Job
+    at: time
+
+
+@dataclass(frozen=True)
+class Core:
+    settings: BotSettings
+    calendar: BrandCalendar
+    store: Store
+    state: State
+    flows: FlowRegistry
+    points: Points
+    referrals: Referrals
+    stages: LifeStages
+    matcher: Matcher
+    outbound: Outbound
+    engine: FlowEngine
+    feedback: SisterFeedback
+    campaigns: Campaigns
+    commands: Commands
+    orchestrator: Orchestrator
+    executor: ActionExecutor
+
+    @property
+    def jobs(self) -> Mapping[str, Job]:
+        """Durable jobs by the name they are queued under."""
+        return {FEEDBACK_JOB: self.feedback.ask, "campaign_plan": self.campaigns.plan,
+                "campaign_send": self.campaigns.send_chunk,
+                "campaign_resume": self.campaigns.resume}
+
+    @property
+    def crons(self) -> Sequence[Cron]:
+        return [Cron("life-stages", self.stages.refresh_all, STAGE_REFRESH_AT),
+                Cron("moments", self.campaigns.run_moments,
+                     time(self.settings.marketing.mot_hour, 10))]
+
+
+async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: Nlu,
+                     outlets: Sequence[Outlet], queue: JobQueue, qr: QrIssuer | None,
+                     metrics: Metrics) -> Core:
+    """Everything channel-free, each part given what it uses."""
+    calendar = BrandCalendar(settings.app.timezone)
+    points = Points(store, settings.points, calendar)
+    await points.load_rewards()
+    referrals = Referrals(store, points, qr)
+    stages = LifeStages(store, calendar)
+    matcher = Matcher(state.matches, settings.matching)
+    flows = flow_registry(settings)
+    outbound = Outbound(store, flows, outlets, settings.app.default_lang)
+    actions = actions_of([
+        MemberActions(store, points, settings.members, referrals, stages, [matcher]),
+        SisterActions(store, matcher, settings.members, outbound, queue),
+        PollActions(store, points, settings.marketing),
+    ])
+    engine = FlowEngine(flows, state.flows, actions, awarder=points, profiles=store.profiles,
+                        notifier=outbound, calendar=calendar,
+                        fallback_threshold=settings.members.nlu_threshold)
+    campaigns = Campaigns(store, flows, settings.marketing, [t.name for t in settings.points.tiers],
+                          calendar, settings.app.default_lang, state.stops, state.rate,
+                          state.flows, queue, notify=outbound.notify_text, outlets=outlets)
+    commands = Commands(store, campaigns, points, Audit(store), settings.marketing.admins)
+    orchestrator = Orchestrator(
+        store=store, nlu=nlu, engine=engine, calendar=calendar, outbound=outbound,
+        order=state.order, outbox=state.outbox, metrics=metrics, commands=commands,
+        event_hooks=[referrals], order_wait=settings.app.order_wait_seconds,
+        testers=settings.members.testers)
+    return Core(settings=settings, calendar=calendar, store=store, state=state, flows=flows,
+                points=points, referrals=referrals, stages=stages, matcher=matcher,
+                outbound=outbound, engine=engine,
+                feedback=SisterFeedback(store, matcher, engine), campaigns=campaigns,
+                commands=commands, orchestrator=orchestrator,
+                executor=action_executor(engine, calendar))

@@ -1,0 +1,2 @@
+"""Marketing from the chat: staff commands, segments, campaigns (broadcasts, polls,
+life-stage moments) and the staff audit."""

@@ -1,0 +1,326 @@
+"""Bot commands for staff, typed in their own WeChat: /segment, /broadcast, /tag, /role ...
+
+A registry (name and zh aliases -> handler, roles allowed, usage) with one fallback: a
+usage text. Roles live on the profile (`role`); admins listed in config.yml are admins
+whatever the profile says. A command from someone who is not staff is ordinary chat. Every
+attempt, allowed or not, is written to the audit collection (who, what, when, result).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.marketing.audit import Audit
+from bot.marketing.campaigns import STAGE_NAMES, CampaignError, Campaigns
+from bot.marketing.segments import SEGMENT_HELP
+from bot.members.lifestage import is_stage_tag
+from bot.members.points import Points
+from bot.privacy import mask_name
+from store.protocols import Store
+from store.records import Profile
+
+log = logging.getLogger(__name__)
+
+ROLES = ("consumer", "kol", "employee", "manager", "marketer", "admin")
+ROLE_NAMES = {"consumer": "会员", "kol": "KOL", "employee": "员工", "manager": "社群经理",
+              "marketer": "市场", "admin": "管理员"}
+ROLE_ALIASES = {"达人": "kol", "员工": "employee", "社群经理": "manager", "经理": "manager",
+                "市场": "marketer", "营销": "marketer", "管理员": "admin", "会员": "consumer",
+                "普通": "consumer", "消费者": "consumer"}
+STAFF = frozenset({"manager", "marketer", "admin"})
+MARKETING = frozenset({"marketer", "admin"})
+MAX_GRANT = 10_000
+_MEMBER_ID = re.compile(r"^M[0-9A-F]{10}$")
+_TAG = re.compile(r"^[^\s$.,，:：|/\\]{1,20}$")
+
+
+class CommandError(Exception):
+    """The command cannot be done as written; the message (zh) says why."""
+
+
+@dataclass
+class Call:
+    """One command as a handler sees it."""
+
+    actor: Profile
+    role: str
+    args: str
+    now: datetime
+    source: str  # the inbound message's key: retries of the same message change nothing
+    audit: dict[str, Any] = field(default_factory=dict)  # what the handler wants recorded
+
+
+Handler = Callable[["Commands", Call], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    aliases: tuple[str, ...]
+    roles: frozenset[str]
+    usage: str
+    handler: Handler
+
+
+REGISTRY: dict[str, Command] = {}
+
+
+def command(name: str, aliases: tuple[str, ...], roles: frozenset[str], usage: str
+            ) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        cmd = Command(name, aliases, roles, usage, fn)
+        for key in (name, *aliases):
+            REGISTRY[key.casefold()] = cmd
+        return fn
+    return register
+
+
+def is_command(text: str | None) -> bool:
+    return bool(text) and (text or "").lstrip()[:1] in ("/", "／")
+
+
+class Commands:
+    def __init__(self, store: Store, campaigns: Campaigns, points: Points, audit: Audit,
+                 admins: Collection[str]) -> None:
+        self._store = store
+        self.campaigns = campaigns
+        self._points = points
+        self._audit_log = audit
+        self._admins = frozenset(admins)
+
+    def role_of(self, profile: Profile) -> str:
+        if any(i["openid"] in self._admins for i in profile.get("identities", [])):
+            return "admin"
+        role = str(profile.get("role") or "consumer")
+        return role if role in ROLES else "consumer"
+
+    async def handle(self, profile: Profile, text: str, now: datetime, source: str
+                     ) -> str | None:
+        """The reply to a command; None when it is not one (ordinary chat then)."""
+        if not is_command(text):
+            return None
+        role = self.role_of(profile)
+        head, _, args = text.strip()[1:].strip().partition(" ")
+        cmd = REGISTRY.get(head.strip().casefold())
+        call = Call(profile, role, args.strip(), now, source)
+        name = cmd.name if cmd else head[:20]
+        if role not in STAFF:
+            # Not staff: no hint that commands exist; the message is ordinary chat.
+            await self._audit(call, name, "refused", "not staff")
+            return None
+        if cmd is None:
+            await self._audit(call, name, "error", "unknown command")
+            return "未知命令。\n" + self._help(role)
+        if role not in cmd.roles:
+            await self._audit(call, name, "refused", f"role {role}")
+            return f"你的角色（{ROLE_NAMES[role]}）不能使用 /{cmd.name}。"
+        try:
+            reply = await cmd.handler(self, call)
+        except (CommandError, CampaignError) as e:
+            await self._audit(call, name, "error", str(e))
+            return f"{e}\n用法: {cmd.usage}"
+        except Exception:
+            log.exception("command failed", extra={"command": name})
+            await self._audit(call, name, "error", "internal error")
+            return "命令执行失败，已记录，请稍后再试。"
+        await self._audit(call, name, "ok", call.audit.get("detail", ""))
+        return reply
+
+    async def _audit(self, call: Call, name: str, result: str, detail: str) -> None:
+        await self._audit_log.record(call.actor, call.role, name, call.args, call.now, result,
+                                     detail, call.source,
+                                     {k: v for k, v in call.audit.items() if k != "detail"})
+
+    def _help(self, role: str) -> str:
+        seen: list[Command] = []
+        for cmd in REGISTRY.values():
+            if role in cmd.roles and cmd not in seen:
+                seen.append(cmd)
+        return "可用命令:\n" + "\n".join(f"{c.usage}" for c in seen)
+
+    async def member(self, ref: str, actor: Profile) -> Profile:
+        """A member by member id (M…) or openid."""
+        ref = ref.strip()
+        found = None
+        if _MEMBER_ID.match(ref.upper()):
+            found = await self._store.profiles.find_by_member(ref.upper())
+        else:
+            for ident in actor.get("identities", []):
+                found = await self._store.profiles.find_by_identity(
+                    ident["channel"], ident["app_id"], ref)
+                if found:
+                    break
+        if found is None:
+            raise CommandError(f"找不到成员 {ref[:40]}（用会员号 M… 或 openid）。")
+        return found
+
+    async def is_config_admin(self, profile: Profile) -> bool:
+        return any(i["openid"] in self._admins for i in profile.get("identities", []))
+
+
+def _split(args: str, parts: int, what: str) -> list[str]:
+    pieces = [p.strip() for p in re.split(r"[|｜]", args)]
+    if len(pieces) < parts or any(not p for p in pieces[:parts]):
+        raise CommandError(f"缺少{what}。")
+    return pieces
+
+
+@command("help", ("帮助",), STAFF, "/help 可用命令")
+async def _help_cmd(c: Commands, call: Call) -> str:
+    return c._help(call.role)
+
+
+@command("segment", ("人群", "seg"), STAFF, "/segment <条件>  例: /segment tag:孕中期 city:上海")
+async def _segment(c: Commands, call: Call) -> str:
+    if not call.args:
+        raise CommandError("缺少人群条件。\n" + SEGMENT_HELP)
+    store = c._store
+    flt = c.campaigns.segment(call.args, call.now)
+    count = await store.profiles.count_where(flt)
+    lines = [f"人群「{call.args}」: {count} 人"]
+    for i, p in enumerate(await store.profiles.sample_where(flt, 3), 1):
+        fields, member = p.get("fields") or {}, p.get("member") or {}
+        # Masked: a marketer sees who, roughly, but no phone, dates or pregnancy week.
+        stage = STAGE_NAMES.get(member.get("stage", ""), "-")
+        lines.append(f"{i}. {mask_name(fields.get('nickname'))} · {member.get('id', '非会员')}"
+                     f" · {fields.get('city') or '-'} · {member.get('tier') or '-'} · {stage}")
+    call.audit["detail"] = f"count {count}"
+    return "\n".join(lines)
+
+
+@command("broadcast", ("群发", "bc"), MARKETING,
+         "/broadcast <条件> | <模板名或文字>  例: /broadcast tag:孕中期 | lecture_invite")
+async def _broadcast(c: Commands, call: Call) -> str:
+    query, body, *rest = _split(call.args, 2, "人群条件或内容（格式: 条件 | 内容）")
+    preview = await c.campaigns.preview(call.actor, query, "|".join([body, *rest]), call.now)
+    call.audit.update(detail=f"draft {preview.broadcast_id}", broadcast=preview.broadcast_id)
+    return preview.text
+
+
+@command("poll", ("投票",), MARKETING,
+         "/poll <条件> | <问题> | <选项1> | <选项2> [...]  例: /poll all | 想要? | 讲座 | 试用")
+async def _poll(c: Commands, call: Call) -> str:
+    pieces = _split(call.args, 4, "条件、问题或至少两个选项")
+    query, question, options = pieces[0], pieces[1], [o for o in pieces[2:] if o]
+    if not 2 <= len(options) <= 9:
+        raise CommandError("选项需要 2 到 9 个。")
+    if len(question) > 200 or any(len(o) > 50 for o in options):
+        raise CommandError("问题最多 200 字，每个选项最多 50 字。")
+    preview = await c.campaigns.preview(call.actor, query, "", call.now,
+                                        poll={"question": question, "options": options})
+    call.audit.update(detail=f"draft {preview.broadcast_id}", broadcast=preview.broadcast_id)
+    return preview.text
+
+
+def _broadcast_id(call: Call) -> str:
+    if not call.args:
+        raise CommandError("缺少群发编号。")
+    call.audit["broadcast"] = call.args.strip().upper()
+    return str(call.audit["broadcast"])
+
+
+@command("confirm", ("确认",), MARKETING, "/confirm <编号>")
+async def _confirm(c: Commands, call: Call) -> str:
+    return await c.campaigns.confirm(call.actor, call.role == "admin", _broadcast_id(call),
+                                     call.now)
+
+
+@command("cancel", ("取消",), MARKETING, "/cancel <编号>")
+async def _cancel(c: Commands, call: Call) -> str:
+    return await c.campaigns.cancel(call.actor, call.role == "admin", _broadcast_id(call),
+                                    call.now)
+
+
+@command("status", ("状态",), STAFF, "/status <编号>")
+async def _status(c: Commands, call: Call) -> str:
+    return await c.campaigns.status(_broadcast_id(call))
+
+
+@command("tag", ("标签",), STAFF, "/tag add|remove <标签> <条件>  例: /tag add 活动A city:上海")
+async def _tag(c: Commands, call: Call) -> str:
+    verb, _, rest = call.args.partition(" ")
+    tag, _, query = rest.strip().partition(" ")
+    verb = {"加": "add", "添加": "add", "删": "remove", "删除": "remove"}.get(verb, verb)
+    if verb not in ("add", "remove") or not tag or not query.strip():
+        raise CommandError("格式: /tag add|remove <标签> <条件>。")
+    if not _TAG.match(tag):
+        raise CommandError("标签最多 20 个字，不能含空格或 $ . , : | / 等符号。")
+    if is_stage_tag(tag):
+        raise CommandError(f"「{tag}」是系统按预产期/生日维护的生命周期标签，不能手动修改。")
+    flt = c.campaigns.segment(query.strip(), call.now)
+    total = await c._store.profiles.count_where(flt)
+    changed = await c._store.profiles.tag_where(flt, [tag] if verb == "add" else [],
+                                                [tag] if verb == "remove" else [])
+    call.audit["detail"] = f"{verb} {tag}: {changed}/{total}"
+    word = "添加" if verb == "add" else "移除"
+    had = "有" if verb == "add" else "没有"
+    return f"已为 {changed} 人{word}标签「{tag}」（人群共 {total} 人，其余本来就{had}）。"
+
+
+@command("points", ("积分",), frozenset({"manager", "admin"}),
+         "/points grant <会员号或openid> <分数> <原因>")
+async def _points(c: Commands, call: Call) -> str:
+    parts = call.args.split(maxsplit=3)
+    if len(parts) < 4 or parts[0] not in ("grant", "发放", "赠送"):
+        raise CommandError("格式: /points grant <会员号或openid> <分数> <原因>。")
+    _, ref, amount, reason = parts
+    if not amount.isdigit() or not 1 <= int(amount) <= MAX_GRANT:
+        raise CommandError(f"分数须为 1 到 {MAX_GRANT} 的整数。")
+    target = await c.member(ref, call.actor)
+    n = int(amount)
+    result = await c._store.ledger.award(target["_id"], f"grant:{call.source}", n,
+                                         f"grant: {reason[:100]}", call.source, now=call.now)
+    await c._points.refresh_tier(target["_id"], result.earned)
+    member_id = (target.get("member") or {}).get("id", target["_id"][:8])
+    call.audit.update(detail=f"{member_id} +{n}", target=target["_id"])
+    if not result.applied:
+        return f"这条命令已执行过，未重复发放。{member_id} 当前余额 {result.balance}。"
+    return f"已为 {member_id} 发放 {n} 积分（{reason[:100]}），当前余额 {result.balance}。"
+
+
+@command("role", ("角色",), frozenset({"admin"}),
+         "/role <会员号或openid> <consumer|kol|employee|manager|marketer|admin>")
+async def _role(c: Commands, call: Call) -> str:
+    parts = call.args.split()
+    if len(parts) != 2:
+        raise CommandError("格式: /role <会员号或openid> <角色>。")
+    ref, wanted = parts
+    role = ROLE_ALIASES.get(wanted, wanted.casefold())
+    if role not in ROLES:
+        raise CommandError(f"未知角色「{wanted[:20]}」，可选: {', '.join(ROLES)}。")
+    target = await c.member(ref, call.actor)
+    if target["_id"] == call.actor["_id"]:
+        raise CommandError("不能修改自己的角色。")
+    if await c.is_config_admin(target):
+        raise CommandError("此人是 config.yml 中配置的管理员，角色以配置为准。")
+    before = str(target.get("role") or "consumer")
+    await c._store.profiles.update(target["_id"], {"role": role, "role_changed": {
+        "by": call.actor["_id"], "at": call.now, "from": before}})
+    call.audit.update(detail=f"{before} -> {role}", target=target["_id"])
+    name = mask_name((target.get("fields") or {}).get("nickname"))
+    return f"{name} 的角色: {ROLE_NAMES.get(before, before)} → {ROLE_NAMES[role]}。"
+
+
+@command("stats", ("统计",), STAFF, "/stats 关注、会员、7 天活跃、积分、匹配、最近群发")
+async def _stats(c: Commands, call: Call) -> str:
+    p = c._store.profiles
+    followers = await p.count_where({"follow.state": {"$ne": "unsubscribed"}})
+    members = await p.count_where({"member.id": {"$exists": True}})
+    active = await p.count_where({"last_seen": {"$gte": call.now - timedelta(days=7)}})
+    issued = await p.sum_where({"points.earned": {"$gt": 0}}, "points.earned")
+    matches = await c._store.matches.count("accepted")
+    lines = [f"关注 {followers} · 会员 {members} · 7 天活跃 {active}",
+             f"累计发放积分 {issued} · 姐妹匹配 {matches} 对", "最近群发:"]
+    recent = await c.campaigns.recent(3)
+    for doc in recent:
+        tally = doc.get("tally") or await c._store.campaigns.tally(doc["_id"])
+        lines.append(f"{doc['_id']} {doc.get('kind')} {doc['status']} 已发送 "
+                     f"{tally.get('sent', 0)}/{doc.get('total', doc.get('estimate', 0))}")
+    if not recent:
+        lines.append("（暂无）")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Members: sign-up and profile actions, points and tiers, referrals, life stage."""
