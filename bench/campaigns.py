@@ -40,7 +40,7 @@ from store.mongo import MongoStore  # noqa: E402
 from store.redis_state import redis_state  # noqa: E402
 from tests.support.fake_wechat import FakeWeChatAPI  # noqa: E402
 from webhooks.config import load_settings  # noqa: E402
-from webhooks.services import ArqQueue  # noqa: E402
+from webhooks.services import ArqQueue, staff_of  # noqa: E402
 from webhooks.wechat.api import WeChatAPI  # noqa: E402
 from webhooks.wechat.outlet import WeChatOutlet  # noqa: E402
 
@@ -64,7 +64,8 @@ async def make(store: MongoStore, redis: Redis, keys: Keys, pool: Any, rate: flo
     outlet = WeChatOutlet(settings.wechat, wechat, pool, keys.queue, state.marks, store,
                           metrics)
     core = await build_core(settings, store, state, nlu=NoNlu(), outlets=[outlet],
-                            queue=ArqQueue(pool, keys.queue), qr=None, metrics=metrics)
+                            queue=ArqQueue(pool, keys.queue), qr=None, metrics=metrics,
+                            staff=staff_of(settings))
     return core.campaigns
 
 

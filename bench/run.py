@@ -629,9 +629,7 @@ def cleanup_redis(b: Bench) -> dict[str, int]:
         keys = list(r.scan_iter(f"{b.namespace}:*", count=1000))
         for k in range(0, len(keys), 500):
             deleted["namespace"] += int(r.delete(*keys[k:k + 500]))  # type: ignore[arg-type]
-        ours = {str(i) for i in b.msg_ids}
-        arq = [k for k in r.scan_iter("arq:*cs:in:wechat:msg:*", count=1000)
-               if k.decode(errors="replace").split("msg:", 1)[1].split(":", 1)[0] in ours]
+        arq = list(r.scan_iter(f"arq:*{b.namespace}:jobs:cs:*", count=1000))
         if arq:
             deleted["arq_jobs"] = int(r.delete(*arq))  # type: ignore[arg-type]
         deleted["left"] = sum(1 for _ in r.scan_iter(f"{b.namespace}:*", count=1000))

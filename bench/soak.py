@@ -415,7 +415,8 @@ def verify(s: Soak, store: dict[str, dict[str, Any]], fake: Any, apologies: set[
     from scrm.follower import Follower
 
     reader = Follower(token=bench_run.TOKEN, openid="reader")
-    ours = {f"in:wechat:msg:{m.msg_id}": m for m in s.msgs}
+    ours = {f"in:wechat:msg:{reader.account}:{s.followers[m.follower].openid}:{m.msg_id}": m
+            for m in s.msgs}
     inbound: Counter[str] = Counter()
     outs: dict[str, list[dict[str, Any]]] = {}
     cs_stored: dict[str, Counter[str]] = {}

@@ -55,6 +55,15 @@ def flow_registry(settings: BotSettings) -> FlowRegistry:
 
 
 @dataclass(frozen=True)
+class Staff:
+    """Configured people, as identity keys (channel:account:id): the channel that knows
+    what the openids in config.yml belong to resolves them (webhooks/services.py)."""
+
+    admins: frozenset[str] = frozenset()
+    testers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Cron:
     """A daily job at a wall-clock time in the brand's calendar."""
 
@@ -98,7 +107,7 @@ class Core:
 
 async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: Nlu,
                      outlets: Sequence[Outlet], queue: JobQueue, qr: QrIssuer | None,
-                     metrics: Metrics) -> Core:
+                     metrics: Metrics, staff: Staff) -> Core:
     """Everything channel-free, each part given what it uses."""
     calendar = BrandCalendar(settings.app.timezone)
     points = Points(store, settings.points, calendar)
@@ -119,12 +128,13 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
     campaigns = Campaigns(store, flows, settings.marketing, [t.name for t in settings.points.tiers],
                           calendar, settings.app.default_lang, state.stops, state.rate,
                           state.flows, queue, notify=outbound.notify_text, outlets=outlets)
-    commands = Commands(store, campaigns, points, Audit(store), settings.marketing.admins)
+    commands = Commands(store, campaigns, points, Audit(store), staff.admins,
+                        settings.marketing.grant_daily_cap, calendar)
     orchestrator = Orchestrator(
         store=store, nlu=nlu, engine=engine, calendar=calendar, outbound=outbound,
         order=state.order, outbox=state.outbox, metrics=metrics, commands=commands,
         event_hooks=[referrals], order_wait=settings.app.order_wait_seconds,
-        testers=settings.members.testers)
+        testers=staff.testers, max_text=settings.app.max_text_chars)
     return Core(settings=settings, calendar=calendar, store=store, state=state, flows=flows,
                 points=points, referrals=referrals, stages=stages, matcher=matcher,
                 outbound=outbound, engine=engine,

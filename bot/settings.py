@@ -36,6 +36,9 @@ class AppSettings(Strict):
     budget_seconds: float = Field(4.0, gt=0.2, le=4.8)
     dedupe_ttl_seconds: int = Field(300, ge=120)
     order_wait_seconds: float = Field(30.0, gt=0)
+    # Longer texts are answered politely and never reach NLU: one long message must not
+    # slow everyone (Rasa took 10 s and failed on 1 MB).
+    max_text_chars: int = Field(2000, ge=10, le=20_000)
     default_lang: str = "zh"
     log_level: str = "INFO"
     flows_dir: str = "flows"
@@ -159,6 +162,8 @@ class MarketingSettings(Strict):
     job_timeout_seconds: int = Field(300, ge=5)  # a killed worker's job runs again after this
     mot_hour: int = Field(9, ge=0, le=23)  # the daily life-stage job, brand time zone
     poll_days: int = Field(7, ge=1, le=90)  # answers accepted this long after sending
+    # Points one member of staff may grant by /points grant per day (brand calendar).
+    grant_daily_cap: int = Field(2000, ge=0, le=1_000_000)
     # Template messages by broadcast template name (flows/templates/), for the 48 h rule.
     template_messages: dict[str, TemplateMessage] = Field(default_factory=dict)
 

@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -301,6 +302,13 @@ def _admin(settings: Settings, url: str | None, method: str, path: str,
         sys.exit(f"scrm: cannot reach {base}: {e.reason} (is the server running?)")
 
 
+def printable(text: str) -> str:
+    """Text as a terminal may show it: control, bidi and other format characters from a
+    member's message (which could clear the screen or reorder what staff read) escaped."""
+    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs")
+                   and ch not in "\t" else ch for ch in text)
+
+
 def cmd_profile_show(args: argparse.Namespace) -> None:
     from bot.privacy import mask_phones
 
@@ -316,17 +324,18 @@ def cmd_profile_show(args: argparse.Namespace) -> None:
     p = data["profile"]
     print(f"profile {p['_id']}")
     for ident in p["identities"]:
-        print(f"  identity   {ident['channel']}:{ident['app_id']}:{ident['openid']}")
+        print(printable(f"  identity   {ident['channel']}:{ident['app_id']}:{ident['openid']}"))
     print(f"  follow     {p['follow']['state']}")
     print(f"  first seen {p['first_seen']}\n  last seen  {p['last_seen']}")
     print(f"  counters   {json.dumps(p.get('counters', {}))}")
-    print(f"  tags       {', '.join(p.get('tags', [])) or '-'}")
+    print(printable(f"  tags       {', '.join(p.get('tags', [])) or '-'}"))
     print(f"latest {len(data['interactions'])} interactions:")
     for i in data["interactions"]:
         arrow = "<-" if i["direction"] == "in" else "->"
         detail = i.get("intent") or ""
         text = mask_phones((i.get("text") or "").replace("\n", " "))[:60]
-        print(f"  {i['ts'][:19]} {arrow} {i['type']:<14} {i['outcome']:<16} {detail:<10} {text}")
+        print(printable(f"  {i['ts'][:19]} {arrow} {i['type']:<14} {i['outcome']:<16} "
+                        f"{detail:<10} {text}"))
 
 
 def _check_settings(args: argparse.Namespace) -> Settings:

@@ -10,12 +10,20 @@ this class with errcodes and delays to inject.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 KEEP_CALLS = 10_000  # a long dev session must not grow without bound
+DATA_FORMAT_ERROR = 47001  # WeChat: the body is not JSON it can read
+ACCESS_TOKEN_MISSING = 41001
+# A \uXXXX escape of a non-ASCII character (not an escaped backslash before it): what
+# json.dumps writes for Chinese by default, and WeChat shows as it is.
+_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u(?:00[89a-fA-F]|0[1-9a-fA-F][0-9a-fA-F]|"
+                     r"[1-9a-fA-F][0-9a-fA-F]{2})[0-9a-fA-F]")
 
 
 @dataclass
@@ -73,8 +81,25 @@ class WeChatSandbox:
     async def before_token(self) -> None:
         """Called between recording a token request and answering it (tests delay here)."""
 
+    async def read(self, request: web.Request) -> tuple[dict[str, Any], int]:
+        """The body as WeChat reads it, and the errcode WeChat would answer for its form:
+        47001 for JSON that is not an object or not UTF-8, and for `\\uXXXX` escapes
+        (WeChat shows those to the follower literally, so the sandbox refuses them)."""
+        raw = await request.read()
+        try:
+            text = raw.decode("utf-8")
+            body = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            return {"_raw": raw[:200].decode("utf-8", "replace")}, DATA_FORMAT_ERROR
+        if not isinstance(body, dict):
+            return {"_raw": text[:200]}, DATA_FORMAT_ERROR
+        if _ESCAPE.search(text):
+            return body, DATA_FORMAT_ERROR
+        return body, 0
+
     async def stable_token(self, request: web.Request) -> web.Response:
-        self._record(request, await request.json())
+        body, _ = await self.read(request)
+        self._record(request, body)
         await self.before_token()
         self.issued += 1
         token = f"TOKEN-{self.issued}"
@@ -82,15 +107,24 @@ class WeChatSandbox:
         return web.json_response({"access_token": token, "expires_in": 7200})
 
     async def custom_send(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body, code = await self.read(request)
         self._record(request, body)
-        code = await self.answer_send(body, request.query.get("access_token", ""))
+        token = request.query.get("access_token")
+        if code == 0:
+            code = ACCESS_TOKEN_MISSING if not token else await self.answer_send(body, token)
         body["_errcode"] = code  # kept with the call: what WeChat accepted
         return web.json_response({"errcode": code, "errmsg": "ok" if code == 0 else "error"})
 
     async def qrcode_create(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body, code = await self.read(request)
         self._record(request, body)
+        token = request.query.get("access_token")
+        if code == 0 and not token:
+            code = ACCESS_TOKEN_MISSING
+        elif code == 0 and token not in self.valid_tokens:
+            code = 40001
+        if code:
+            return web.json_response({"errcode": code, "errmsg": "error"})
         scene = body["action_info"]["scene"]["scene_str"]
         return web.json_response({"ticket": f"TICKET-{scene}",
                                   "url": f"http://weixin.qq.com/q/{scene}"})

@@ -27,7 +27,6 @@ class MongoCampaigns:
         self._broadcasts = db["broadcasts"]
         self._deliveries = db["deliveries"]
         self._answers = db["poll_answers"]
-        self._profiles = db["profiles"]
 
     async def ensure_indexes(self) -> None:
         await self._deliveries.create_index([("broadcast", ASCENDING), ("status", ASCENDING)])
@@ -151,20 +150,6 @@ class MongoCampaigns:
 
     async def delivery(self, delivery: str) -> dict[str, Any] | None:
         return cast(dict[str, Any] | None, await self._deliveries.find_one({"_id": delivery}))
-
-    # -- the monthly cap, kept on the profile -------------------------------------------
-    async def reserve_month(self, profile_id: str, month: str, cap: int) -> bool:
-        """Count one broadcast for this member in `month` if she is under `cap`."""
-        path = f"broadcasts.{month}"
-        result = await self._profiles.update_one(
-            {"_id": profile_id, "$or": [{path: {"$exists": False}}, {path: {"$lt": cap}}]},
-            {"$inc": {path: 1}})
-        return bool(result.modified_count)
-
-    async def unreserve_month(self, profile_id: str, month: str) -> None:
-        path = f"broadcasts.{month}"
-        await self._profiles.update_one({"_id": profile_id, path: {"$gt": 0}},
-                                        {"$inc": {path: -1}})
 
     # -- polls --------------------------------------------------------------------------
     async def answer(self, poll_id: str, profile_id: str, option: int, now: datetime

@@ -20,6 +20,10 @@ class Keys:
         """Set (NX) before any work on an inbound message; its presence means 'seen'."""
         return self._k("dedupe", key)
 
+    def nonce(self, key: str) -> str:
+        """A signed request's timestamp and nonce, holding the digest of its body."""
+        return self._k("nonce", key)
+
     def result(self, key: str) -> str:
         """The outcome of the first attempt, for retries to answer identically."""
         return self._k("result", key)

@@ -74,6 +74,16 @@ class MemoryDedupe:
                 await asyncio.wait_for(self._published.wait(), left)
 
 
+class MemoryRequestNonces:
+    def __init__(self) -> None:
+        self._seen = _Expiring()
+
+    async def remember(self, key: str, digest: str, ttl_seconds: int) -> bool:
+        if self._seen.set(key, digest, ttl_seconds, only_new=True):
+            return True
+        return bool(self._seen.get(key) == digest)
+
+
 class MemoryFollowerOrder:
     def __init__(self) -> None:
         self._next: dict[str, int] = defaultdict(int)
@@ -285,7 +295,8 @@ class MemoryOutbox:
 
 def memory_state(*, dedupe_ttl: int = 300, rate_per_second: float = 1000.0) -> State:
     """A fresh state for one process (tests, tools)."""
-    return State(dedupe=MemoryDedupe(dedupe_ttl), order=MemoryFollowerOrder(),
+    return State(dedupe=MemoryDedupe(dedupe_ttl), nonces=MemoryRequestNonces(),
+                 order=MemoryFollowerOrder(),
                  tokens=MemoryTokenCache(), flows=MemoryFlowStates(), marks=MemorySendMarks(),
                  rate=MemorySendRate(rate_per_second), stops=MemoryCampaignStops(),
                  matches=MemoryMatchIndex(), outbox=MemoryOutbox())

@@ -41,6 +41,9 @@ class MongoProfiles:
         # A referral QR names the member id; /points and /tag name it too.
         await self._col.create_index([("member.id", ASCENDING)], sparse=True)
         await self._col.create_index([("referral.by", ASCENDING)], sparse=True)
+        # A mobile already on another profile earns no referral points (and imports match
+        # people by it).
+        await self._col.create_index([("fields.mobile", ASCENDING)], sparse=True)
 
     async def touch(self, identity: Identity, now: datetime, lang: str | None) -> Profile:
         key = identity_key(identity["channel"], identity["app_id"], identity["openid"])
@@ -161,6 +164,17 @@ class MongoProfiles:
         async for row in cursor:
             return int(row["n"] or 0)
         return 0
+
+    async def reserve(self, profile_id: str, path: str, amount: int, cap: int) -> bool:
+        result = await self._col.update_one(
+            {"_id": profile_id, "$or": [{path: {"$exists": False}},
+                                        {path: {"$lte": cap - amount}}]},
+            {"$inc": {path: amount}})
+        return bool(result.modified_count)
+
+    async def release(self, profile_id: str, path: str, amount: int) -> None:
+        await self._col.update_one({"_id": profile_id, path: {"$gte": amount}},
+                                   {"$inc": {path: -amount}})
 
     async def set_fields(self, profile_id: str, fields: dict[str, Any]) -> None:
         await self._col.update_one(

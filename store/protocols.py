@@ -61,6 +61,15 @@ class ProfileRepo(Protocol):
 
     async def sum_where(self, query: dict[str, Any], path: str) -> int: ...
 
+    async def reserve(self, profile_id: str, path: str, amount: int, cap: int) -> bool:
+        """Add `amount` to the counter at `path` only if it stays within `cap` (one atomic
+        update): a member's broadcasts this month, a staff member's grants today."""
+        ...
+
+    async def release(self, profile_id: str, path: str, amount: int) -> None:
+        """Give back what a reservation took (the send or grant did not happen)."""
+        ...
+
 
 class InteractionRepo(Protocol):
     async def add(self, doc: Interaction) -> bool:
@@ -154,9 +163,6 @@ class CampaignRepo(Protocol):
 
     async def delivery(self, delivery: str) -> dict[str, Any] | None: ...
 
-    async def reserve_month(self, profile_id: str, month: str, cap: int) -> bool: ...
-
-    async def unreserve_month(self, profile_id: str, month: str) -> None: ...
 
     async def answer(self, poll_id: str, profile_id: str, option: int, now: datetime
                      ) -> bool: ...

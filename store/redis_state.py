@@ -58,6 +58,20 @@ class RedisDedupe:
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
+class RedisRequestNonces:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._r = redis
+        self._k = keys
+
+    async def remember(self, key: str, digest: str, ttl_seconds: int) -> bool:
+        name = self._k.nonce(key)
+        if await self._r.set(name, digest, nx=True, ex=max(1, ttl_seconds)):
+            return True
+        seen = await self._r.get(name)
+        # Gone meanwhile (expired): this request is the first of its key again.
+        return seen is None or seen.decode() == digest
+
+
 class RedisFollowerOrder:
     """Tickets in arrival order per follower; each waits for the one before to finish.
 
@@ -249,7 +263,8 @@ def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: int, rate_per_second: f
     from store.outbox import RedisOutbox
 
     return State(dedupe=RedisDedupe(redis, keys, dedupe_ttl),
-                 order=RedisFollowerOrder(redis, keys), tokens=RedisTokenCache(redis, keys),
+                 nonces=RedisRequestNonces(redis, keys), order=RedisFollowerOrder(redis, keys),
+                 tokens=RedisTokenCache(redis, keys),
                  flows=RedisFlowStates(redis, keys), marks=RedisSendMarks(redis, keys),
                  rate=RedisSendRate(redis, keys, rate_per_second),
                  stops=RedisCampaignStops(redis, keys), matches=RedisMatchIndex(redis, keys),

@@ -29,6 +29,16 @@ class Dedupe(Protocol):
         ...
 
 
+class RequestNonces(Protocol):
+    """Signed requests seen recently: a captured (timestamp, nonce) must not carry another
+    body (WeChat's plain-mode signature does not cover the body; its retries repeat it)."""
+
+    async def remember(self, key: str, digest: str, ttl_seconds: int) -> bool:
+        """True if `key` is new, or came before with this same `digest`; False if it came
+        before with another body."""
+        ...
+
+
 class FollowerOrder(Protocol):
     """Tickets in arrival order per follower; each waits for the one before to finish."""
 
@@ -150,6 +160,7 @@ class State:
     """Every piece of shared state one app process uses."""
 
     dedupe: Dedupe
+    nonces: RequestNonces
     order: FollowerOrder
     tokens: TokenCache
     flows: FlowStates

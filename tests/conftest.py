@@ -5,9 +5,11 @@ app instances on real HTTP.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,8 +19,11 @@ import pytest
 import redis as redis_sync
 from aiohttp.test_utils import TestClient, TestServer
 
+from bot.logs import json_handler
 from scrm import rasa_proc
+from scrm.follower import Follower
 from store.mongo import MongoStore
+from tests.support import log_check
 from tests.support.fake_wechat import FakeWeChatAPI
 from tests.support.rasa_proxy import RasaProxy
 from webhooks.app import SERVICES, create_app
@@ -30,6 +35,49 @@ APP_ID = "wx-test-app"
 ADMIN = "admin-secret"
 JSON_SECRET = "json-secret"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters
+
+
+# Everything the app logs during the run, as it would in production (INFO, JSON lines),
+# checked at the end for message texts, secrets and phone numbers (tests/support/log_check).
+RUN_LOG = Path(tempfile.gettempdir()) / f"scrm-test-run-{os.getpid()}.jsonl"
+SENT_TEXTS: list[str] = []
+TEST_SECRETS = (TOKEN, ADMIN, JSON_SECRET, AES_KEY, "s3cret")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_log() -> Iterator[Path]:
+    handler = json_handler(logging.FileHandler(RUN_LOG, mode="w", encoding="utf-8"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    original = Follower.text
+
+    def text(self: Follower, content: str, **extra: Any) -> str:
+        SENT_TEXTS.append(content)  # what followers typed: none of it may reach the log
+        return original(self, content, **extra)
+
+    Follower.text = text  # type: ignore[method-assign]
+    yield RUN_LOG
+    Follower.text = original  # type: ignore[method-assign]
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not RUN_LOG.exists():
+        return
+    found = log_check.leaks(RUN_LOG.read_text(encoding="utf-8"), SENT_TEXTS, TEST_SECRETS)
+    if found:
+        print(f"\nthe app's log of this run ({RUN_LOG}) shows what it must not:\n  "
+              + "\n  ".join(found))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        size = RUN_LOG.stat().st_size
+        print(f"\nlog check: {size:,} bytes of app log, no message text, secret or phone number")
+        RUN_LOG.unlink()
 
 
 def free_port() -> int:

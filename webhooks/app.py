@@ -150,14 +150,20 @@ async def rasa_actions(request: web.Request) -> web.Response:
     return web.json_response(result.model_dump() if result else None)
 
 
-def _jsonable(doc: Any) -> Any:
+# Identifiers are shown as they are: a hex id may hold a digit run that looks like a
+# mobile number, and a masked id no longer finds its record.
+_IDENTIFIERS = frozenset({"_id", "profile_id", "dedupe_key", "identity_keys", "openid",
+                          "unionid", "app_id", "by", "from", "to", "broadcast", "id"})
+
+
+def _jsonable(doc: Any, key: str = "") -> Any:
     if isinstance(doc, dict):
-        return {k: _jsonable(v) for k, v in doc.items()}
+        return {k: _jsonable(v, k) for k, v in doc.items()}
     if isinstance(doc, list | tuple):
-        return [_jsonable(v) for v in doc]
+        return [_jsonable(v, key) for v in doc]
     if hasattr(doc, "isoformat"):
         return doc.isoformat()
-    if isinstance(doc, str):
+    if isinstance(doc, str) and key not in _IDENTIFIERS:
         return mask_phones(doc)  # mobile numbers are never shown whole
     return doc
 

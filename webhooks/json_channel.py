@@ -25,6 +25,24 @@ from bot.metrics import Metrics
 from store.state import Dedupe
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(keys) != len(set(keys)):
+        # {"sender": "a", "sender": "admin"}: which one is meant? Neither is taken.
+        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
+def strict_json(body: bytes) -> Any:
+    """The body as JSON, refusing duplicate keys and absurd nesting (ValueError)."""
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"bad JSON: {e}"[:200]) from None
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,14 +74,17 @@ class JsonChannel:
         if not hmac.compare_digest(given.lower().removeprefix("sha256="), expected):
             raise web.HTTPForbidden(text="invalid signature")
         try:
-            data = _Body.model_validate(json.loads(body))
+            data = _Body.model_validate(strict_json(body))
         except (ValueError, ValidationError) as e:
             first = e.errors()[0] if isinstance(e, ValidationError) else None
-            reason = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else "bad JSON"
+            reason = (f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first
+                      else str(e) or "bad JSON")
             return web.json_response({"error": reason}, status=400)
         msg = InboundMessage(
             channel="json", app_id="default", sender=data.sender, kind="text",
-            dedupe_key=f"json:{data.id or uuid.uuid4().hex}", created_at=datetime.now(UTC),
+            # The sender is part of the key: an id reused by another sender is her own message.
+            dedupe_key=f"json:{data.sender}:{data.id or uuid.uuid4().hex}",
+            created_at=datetime.now(UTC),
             text=data.text,
         )
         if not await self._dedupe.claim(msg.dedupe_key):

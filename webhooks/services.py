@@ -23,12 +23,14 @@ from arq.worker import Function, Worker, func
 from redis.asyncio import Redis
 
 from bot.conversation.rasa import RasaClient
-from bot.core import Core, build_core
+from bot.core import Core, Staff, build_core
 from bot.jobs import Job
+from bot.logs import hide_secrets
 from bot.metrics import Metrics
 from store.keys import Keys
 from store.mongo import MongoStore
 from store.protocols import Store
+from store.records import identity_key
 from store.redis_state import redis_state
 from webhooks.channels import Channel
 from webhooks.config import Settings
@@ -126,12 +128,19 @@ async def supervise(make_worker: Callable[[], Worker], pause: float = 1.0) -> No
             await asyncio.sleep(pause)
 
 
+def staff_of(settings: Settings) -> Staff:
+    """config.yml names admins and testers by openid: openids of this WeChat account."""
+    def keys(openids: list[str]) -> frozenset[str]:
+        return frozenset(identity_key("wechat", settings.wechat.app_id, o) for o in openids)
+    return Staff(admins=keys(settings.marketing.admins), testers=keys(settings.members.testers))
+
+
 def build_channels(settings: Settings, core: Core, outlet: WeChatOutlet, metrics: Metrics
                    ) -> list[Channel]:
     """Every configured channel, each with what it uses."""
     budget, dedupe = settings.app.budget_seconds, core.state.dedupe
-    channels: list[Channel] = [WeChatChannel(settings.wechat, budget, dedupe, core.orchestrator,
-                                             outlet, metrics)]
+    channels: list[Channel] = [WeChatChannel(settings.wechat, budget, dedupe, core.state.nonces,
+                                             core.orchestrator, outlet, metrics)]
     cfg = settings.json_channel
     if cfg.secret:
         channels.append(JsonChannel(cfg.secret, cfg.header, budget, dedupe, core.orchestrator,
@@ -146,6 +155,9 @@ async def open_services(
     settings: Settings, store: Store | None = None, run_worker: bool = True
 ) -> AsyncIterator[Services]:
     """Everything the app needs, opened in order and closed in reverse."""
+    hide_secrets([settings.wechat.token, settings.wechat.app_secret, settings.wechat.aes_key,
+                  settings.admin.token, settings.json_channel.secret,
+                  settings.rasa.action_token])
     keys = Keys(settings.redis.namespace)
     redis = Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=2)
     own_store = store is None
@@ -166,7 +178,8 @@ async def open_services(
                           metrics)
     rasa = RasaClient(session, settings.rasa.url, settings.rasa.timeout_seconds)
     core = await build_core(settings, store, state, nlu=rasa, outlets=[outlet],
-                            queue=ArqQueue(pool, keys.queue), qr=wechat_api, metrics=metrics)
+                            queue=ArqQueue(pool, keys.queue), qr=wechat_api, metrics=metrics,
+                            staff=staff_of(settings))
     services = Services(settings=settings, store=store, redis=redis, keys=keys, arq=pool,
                         rasa=rasa, metrics=metrics, core=core, wechat=outlet,
                         channels=build_channels(settings, core, outlet, metrics))

@@ -25,6 +25,7 @@ from bot.flow_engine.engine import FlowEngine
 from bot.flow_engine.templates import detect_lang
 from bot.messages import InboundMessage, Reply
 from bot.metrics import Metrics
+from bot.tags import TESTER_TAG
 from store.errors import StoreUnavailable
 from store.protocols import Store
 from store.records import (
@@ -104,7 +105,8 @@ class Orchestrator:
         commands: CommandHandler | None = None,
         event_hooks: Sequence[EventHook] = (),
         order_wait: float = 30.0,
-        testers: Collection[str] = (),
+        testers: Collection[str] = (),  # identity keys (channel:account:id)
+        max_text: int = 2000,
     ) -> None:
         self._store = store
         self._nlu = nlu
@@ -118,6 +120,7 @@ class Orchestrator:
         self._hooks = tuple(event_hooks)
         self._order_wait = order_wait
         self._testers = set(testers)
+        self._max_text = max_text
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, msg: InboundMessage, received: float | None = None) -> Turn:
@@ -195,7 +198,11 @@ class Orchestrator:
         profile = await self._store.profiles.touch(_identity(msg), now,
                                                    detect_lang(msg.text, "") or None)
         lang = self._out.lang_of(profile)
-        inbound = _interaction(profile, msg, "in", _kind(msg), msg.text, msg.payload, now)
+        text, payload = msg.text, msg.payload
+        if text is not None and len(text) > self._max_text:
+            # Kept as far as it is read; the record says how long it was.
+            text, payload = text[:self._max_text], {**payload, "length": len(text)}
+        inbound = _interaction(profile, msg, "in", _kind(msg), text, payload, now)
         inbound["dedupe_key"] = msg.record_key
         if not await self._store.interactions.add(inbound):
             # Already handled (the Redis marker expired but the record exists): say nothing.
@@ -256,6 +263,9 @@ class Orchestrator:
             text = (msg.text or "").strip()
             if not text:
                 return [self._out.text("help", lang, profile)], "replied", None, None
+            if len(text) > self._max_text:
+                return [self._out.text("too_long", lang, profile, {
+                    "length": len(text), "limit": self._max_text})], "too_long", None, None
             if self._commands is not None and msg.kind == "text":
                 # Staff commands never reach Rasa; from anyone else they are ordinary chat.
                 answer = await self._commands.handle(profile, text, datetime.now(UTC),
@@ -286,7 +296,7 @@ class Orchestrator:
                 profile_id=profile["_id"], text=text, intent=intent, confidence=confidence,
                 now=now, today=self._calendar.today(now), event=event,
                 event_key=msg.event_key, source=msg.record_key,
-                tester=msg.sender in self._testers or "tester" in profile.get("tags", []),
+                tester=msg.follower in self._testers or TESTER_TAG in profile.get("tags", []),
             ))
         except Exception:
             # A failing step must not leave the member without an answer or the record

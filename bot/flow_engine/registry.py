@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Templates the app says on its own, outside any flow.
 REQUIRED_TEMPLATES = ("apology", "fallback", "media_received", "unsupported", "menu_unknown",
-                      "flow_cancelled", "staff_text")
+                      "flow_cancelled", "staff_text", "too_long")
 
 
 class FlowRegistry:

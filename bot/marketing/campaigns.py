@@ -62,6 +62,11 @@ class FlowsAndTemplates(Protocol):
     def templates(self) -> TemplateLibrary: ...
 
 
+def monthly_path(month: str) -> str:
+    """Where a member's broadcasts of `month` are counted on her profile (the monthly cap)."""
+    return f"broadcasts.{month}"
+
+
 def in_quiet_hours(local: datetime, window: tuple[tuple[int, int], tuple[int, int]] | None
                    ) -> datetime | None:
     """The local time quiet hours end, if `local` is inside them; else None."""
@@ -200,11 +205,16 @@ class Campaigns:
 
     # -- jobs -------------------------------------------------------------------------------
     async def plan(self, bid: str) -> int:
-        """Create the deliveries and the chunk jobs (idempotent: a re-run adds nothing)."""
+        """Create the deliveries and the chunk jobs (idempotent: a re-run adds nothing).
+
+        The campaign is running before the first chunk job exists, so a chunk that starts
+        while planning goes on is sent, not dropped; whichever finishes last, the planner or
+        a chunk, finishes the campaign."""
         doc = await self._store.campaigns.get(bid)
         if doc is None or doc["status"] not in ("queued", "running"):
             return 0
         now = self.clock()
+        await self._store.campaigns.move(bid, ["queued"], "running", {"started_at": now})
         flt = self.segment(doc["query"], doc.get("confirmed_at") or now)
         campaign = doc.get("campaign", bid)
         total, chunk, batch = 0, 0, list[str]()
@@ -225,13 +235,15 @@ class Campaigns:
                 await flush()
         if batch:
             await flush()
-        await self._store.campaigns.update(bid, {"total": total, "chunks": chunk})
-        await self._store.campaigns.move(bid, ["queued"], "running", {"started_at": now})
+        planned = await self._store.campaigns.update(bid, {"total": total, "chunks": chunk})
+        if planned is not None and planned["status"] == "cancelled":
+            # Cancelled while planning: what was planned after the cancel is not sent.
+            await self._store.campaigns.cancel_queued(bid, now)
         if doc.get("by"):
             await self._notify(doc["by"], f"{bid} 开始发送: {total} 人，分 {chunk} 批。",
                                f"{bid}:start")
-        if chunk == 0:
-            await self._finish(bid)
+        if planned is not None and len(planned.get("chunks_finished") or []) >= chunk:
+            await self._finish(bid)  # every chunk was done before the planner was
         log.info("campaign planned", extra={"broadcast": bid, "total": total, "chunks": chunk})
         return total
 
@@ -356,13 +368,12 @@ class Campaigns:
         if not self._outlets:
             return "预计: 没有可发送的渠道，全部跳过。"
         rules = self._outlets[0].rules  # the main channel's rules phrase the estimate
-        month = self._calendar.month(now)
+        cap_path = monthly_path(self._calendar.month(now))
         count = self._store.profiles.count_where
         live = {"follow.state": {"$ne": "unsubscribed"}}
-        under_cap = {f"broadcasts.{month}": {"$not": {"$gte": self._cfg.monthly_cap}}}
+        under_cap = {cap_path: {"$not": {"$gte": self._cfg.monthly_cap}}}
         unsub = await count({"$and": [flt, {"follow.state": "unsubscribed"}]})
-        capped = await count({"$and": [flt, live, {f"broadcasts.{month}":
-                                                   {"$gte": self._cfg.monthly_cap}}]})
+        capped = await count({"$and": [flt, live, {cap_path: {"$gte": self._cfg.monthly_cap}}]})
         reachable = [flt, live, under_cap]
         if rules.window is not None:
             reachable.append({"last_seen": {"$gte": now - rules.window}})
@@ -448,14 +459,15 @@ class Campaigns:
             return await skip(f"render: {e}"[:80])
         if outlet.reach(to, fallback is not None, now) is None:
             return await skip("outside_window")
-        month = self._calendar.month(now)
-        if not await camp.reserve_month(profile["_id"], month, self._cfg.monthly_cap):
+        cap_path = monthly_path(self._calendar.month(now))
+        if not await self._store.profiles.reserve(profile["_id"], cap_path, 1,
+                                                  self._cfg.monthly_cap):
             return await skip("monthly_cap")
         await self._rate.acquire()
         stop = await self._stops.reason(doc["_id"])
         if stop:
             # Stopped while waiting for the rate: not sent.
-            await camp.unreserve_month(profile["_id"], month)
+            await self._store.profiles.release(profile["_id"], cap_path, 1)
             if stop == "cancelled":
                 await camp.finish(key, "skipped", {"reason": "cancelled", "at": now})
             else:
@@ -468,14 +480,14 @@ class Campaigns:
             return "failed"
         if result.outcome is Delivery.QUOTA:
             await camp.release(key)
-            await camp.unreserve_month(profile["_id"], month)
+            await self._store.profiles.release(profile["_id"], cap_path, 1)
             await self._pause(doc)
             return "paused"
         if result.outcome is Delivery.WINDOW_CLOSED:
-            await camp.unreserve_month(profile["_id"], month)
+            await self._store.profiles.release(profile["_id"], cap_path, 1)
             return await skip("window_closed")
         if result.outcome is not Delivery.SENT:
-            await camp.unreserve_month(profile["_id"], month)
+            await self._store.profiles.release(profile["_id"], cap_path, 1)
             await camp.finish(key, "failed", {"reason": f"code {result.code}",
                                               "code": result.code, "at": now})
             return "failed"
@@ -514,8 +526,8 @@ class Campaigns:
 
     async def _chunk_finished(self, bid: str, chunk: int) -> None:
         doc = await self._store.campaigns.chunk_done(bid, chunk)
-        if doc is None or not doc.get("chunks"):
-            return
+        if doc is None or "chunks" not in doc:
+            return  # still planning: the planner counts this chunk when it is done
         done, chunks = len(doc.get("chunks_finished") or []), int(doc["chunks"])
         if done >= chunks:
             await self._finish(bid)

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.brand_calendar import BrandCalendar
 from bot.marketing.audit import Audit
 from bot.marketing.campaigns import STAGE_NAMES, CampaignError, Campaigns
 from bot.marketing.segments import SEGMENT_HELP
-from bot.members.lifestage import is_stage_tag
 from bot.members.points import Points
 from bot.privacy import mask_name
+from bot.tags import is_system_tag
 from store.protocols import Store
-from store.records import Profile
+from store.records import Profile, identity_key
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +87,20 @@ def is_command(text: str | None) -> bool:
 
 class Commands:
     def __init__(self, store: Store, campaigns: Campaigns, points: Points, audit: Audit,
-                 admins: Collection[str]) -> None:
+                 admins: Collection[str], grant_daily_cap: int,
+                 calendar: BrandCalendar) -> None:
         self._store = store
         self.campaigns = campaigns
         self._points = points
         self._audit_log = audit
+        # Identity keys (channel:account:id): an admin on the WeChat account is nobody on
+        # another channel, whatever name a sender there gives herself.
         self._admins = frozenset(admins)
+        self.grant_daily_cap = grant_daily_cap
+        self.calendar = calendar  # "today" for the daily grant cap
 
     def role_of(self, profile: Profile) -> str:
-        if any(i["openid"] in self._admins for i in profile.get("identities", [])):
+        if self._config_admin(profile):
             return "admin"
         role = str(profile.get("role") or "consumer")
         return role if role in ROLES else "consumer"
@@ -159,8 +165,12 @@ class Commands:
             raise CommandError(f"找不到成员 {ref[:40]}（用会员号 M… 或 openid）。")
         return found
 
+    def _config_admin(self, profile: Profile) -> bool:
+        return any(identity_key(i["channel"], i["app_id"], i["openid"]) in self._admins
+                   for i in profile.get("identities", []))
+
     async def is_config_admin(self, profile: Profile) -> bool:
-        return any(i["openid"] in self._admins for i in profile.get("identities", []))
+        return self._config_admin(profile)
 
 
 def _split(args: str, parts: int, what: str) -> list[str]:
@@ -250,8 +260,8 @@ async def _tag(c: Commands, call: Call) -> str:
         raise CommandError("格式: /tag add|remove <标签> <条件>。")
     if not _TAG.match(tag):
         raise CommandError("标签最多 20 个字，不能含空格或 $ . , : | / 等符号。")
-    if is_stage_tag(tag):
-        raise CommandError(f"「{tag}」是系统按预产期/生日维护的生命周期标签，不能手动修改。")
+    if is_system_tag(tag):
+        raise CommandError(f"「{tag}」是系统维护的标签（会员、测试、生命周期），不能手动修改。")
     flt = c.campaigns.segment(query.strip(), call.now)
     total = await c._store.profiles.count_where(flt)
     changed = await c._store.profiles.tag_where(flt, [tag] if verb == "add" else [],
@@ -269,15 +279,25 @@ async def _points(c: Commands, call: Call) -> str:
     if len(parts) < 4 or parts[0] not in ("grant", "发放", "赠送"):
         raise CommandError("格式: /points grant <会员号或openid> <分数> <原因>。")
     _, ref, amount, reason = parts
-    if not amount.isdigit() or not 1 <= int(amount) <= MAX_GRANT:
+    if not amount.isascii() or not amount.isdigit() or not 1 <= int(amount) <= MAX_GRANT:
         raise CommandError(f"分数须为 1 到 {MAX_GRANT} 的整数。")
     target = await c.member(ref, call.actor)
+    if target["_id"] == call.actor["_id"]:
+        raise CommandError("不能给自己发放积分。")
     n = int(amount)
+    # A day's grants per member of staff are capped (brand calendar), counted atomically
+    # on her own profile before the points exist, and given back if nothing was granted.
+    budget = f"staff.grants.{c.calendar.today(call.now).isoformat()}"
+    if not await c._store.profiles.reserve(call.actor["_id"], budget, n, c.grant_daily_cap):
+        raise CommandError(f"今天你已发放的积分加上 {n} 超过每日上限 {c.grant_daily_cap}。")
     result = await c._store.ledger.award(target["_id"], f"grant:{call.source}", n,
                                          f"grant: {reason[:100]}", call.source, now=call.now)
+    if not result.applied:
+        await c._store.profiles.release(call.actor["_id"], budget, n)
     await c._points.refresh_tier(target["_id"], result.earned)
     member_id = (target.get("member") or {}).get("id", target["_id"][:8])
-    call.audit.update(detail=f"{member_id} +{n}", target=target["_id"])
+    call.audit.update(detail=f"{member_id} +{n}", target=target["_id"],
+                      points=n if result.applied else 0)
     if not result.applied:
         return f"这条命令已执行过，未重复发放。{member_id} 当前余额 {result.balance}。"
     return f"已为 {member_id} 发放 {n} 积分（{reason[:100]}），当前余额 {result.balance}。"

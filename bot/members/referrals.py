@@ -85,9 +85,18 @@ class Referrals:
         return "linked"
 
     async def on_signup(self, newcomer: Profile, now: datetime) -> bool:
-        """The referrer's points when the newcomer they brought completes sign-up."""
+        """The referrer's points when the newcomer they brought completes sign-up: only
+        for a person new to the brand, so not for a mobile number another profile already
+        has (the referrer's own, signing up again from other accounts)."""
         referral = newcomer.get("referral") or {}
         if not referral.get("by"):
+            return False
+        mobile = (newcomer.get("fields") or {}).get("mobile")
+        if mobile and await self._store.profiles.count_where(
+                {"fields.mobile": mobile, "_id": {"$ne": newcomer["_id"]}}):
+            log.info("referral points refused: mobile already on another profile")
+            await self._store.profiles.update(newcomer["_id"],
+                                              {"referral.refused": "mobile_in_use"})
             return False
         result = await self._points.award(str(referral["by"]), "referral", now,
                                           source=f"referral:{newcomer['_id']}")

@@ -19,6 +19,7 @@ from store.protocols import Store
 FEEDBACK_AFTER = 7 * 86400  # seconds after an introduction to ask "was this helpful?"
 FEEDBACK_JOB = "match_feedback"
 RELAY_WORDS = ("对姐妹说", "tell my sister")
+RELAY_MAX = 500  # characters one relayed message may carry to a sister
 
 
 class Notifier(Protocol):
@@ -140,6 +141,8 @@ class SisterActions:
         for word in RELAY_WORDS:
             text = text.replace(word, "")
         text = mask_phones(text.strip(" :：，,"))
+        if len(text) > RELAY_MAX:
+            text = text[:RELAY_MAX] + "…"
         if match is None or not text:
             ctx.vars["relay"] = {"ok": False, "matched": match is not None}
             return []

@@ -15,12 +15,11 @@ from datetime import date
 from typing import Any
 
 from bot.brand_calendar import parse_day
-from bot.members.lifestage import is_stage_tag, stage_label
+from bot.members.lifestage import stage_label
 from bot.settings import MatchingSettings
+from bot.tags import is_system_tag
 from store.records import Profile
 from store.state import MatchIndex
-
-NOT_INTERESTS = {"会员", "tester"}
 
 
 def anchor_of(profile: Profile) -> int | None:
@@ -60,7 +59,7 @@ class Matcher:
         return {"nickname": fields["nickname"], "anchor": anchor, "city": fields.get("city"),
                 "province": fields.get("province"),
                 "interests": sorted(t for t in profile.get("tags", [])
-                                    if t not in NOT_INTERESTS and not is_stage_tag(t))}
+                                    if not is_system_tag(t))}
 
     async def refresh(self, profile: Profile) -> bool:
         """Put (or move) a consenting member in the index; False if she has no date yet."""

@@ -46,6 +46,14 @@ async def test_dedupe_markers_expire(state):
     assert await state.dedupe.claim("m2") is True
 
 
+# -- signed requests ------------------------------------------------------------------------
+async def test_a_nonce_comes_again_only_with_the_same_body(state):
+    assert await state.nonces.remember("1700000000:abc", "digest-1", 2)
+    assert await state.nonces.remember("1700000000:abc", "digest-1", 2)  # WeChat's retry
+    assert not await state.nonces.remember("1700000000:abc", "digest-2", 2)  # a replay
+    assert await state.nonces.remember("1700000000:xyz", "digest-2", 2)  # another request
+
+
 # -- per-follower order -------------------------------------------------------------------
 async def test_order_tickets_wait_for_the_one_before(state):
     order = state.order

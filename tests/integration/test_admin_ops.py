@@ -118,3 +118,13 @@ async def test_points_check_finds_and_repairs_a_drifted_balance(app):
                                          headers={"Authorization": f"Bearer {ADMIN}"})).json()
     assert fixed["repaired"] == 1
     assert await app.store.ledger.balance(p["_id"]) == (30, 30)
+
+
+def test_ids_that_hold_a_phone_like_digit_run_are_shown_whole():
+    from webhooks.app import _jsonable
+
+    doc = {"_id": "2e47d17712344019a8bbd18098ea9435", "profile_id": "a13812345678b",
+           "fields": {"mobile": "13812345678", "note": "call 13912345678"}}
+    shown = _jsonable(doc)
+    assert shown["_id"] == doc["_id"] and shown["profile_id"] == doc["profile_id"]
+    assert shown["fields"] == {"mobile": "138****5678", "note": "call 139****5678"}

@@ -46,6 +46,8 @@ async def test_signed_message_gets_replies_and_is_recorded(app, rasa_proxy):
     ({"sender": "u1", "text": "x", "admin": True}, 400, "admin: Extra inputs"),
     ("{not json", 400, "bad JSON"),
     ("[1, 2]", 400, ""),
+    ('{"sender": "u1", "text": "hi", "sender": "admin"}', 400, "duplicate key 'sender'"),
+    ('{"sender": "u1", "text": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "nested"),
 ])
 async def test_bad_bodies_are_400_and_store_nothing(app, body, status, error):
     raw, headers = signed(body)
@@ -67,3 +69,16 @@ async def test_channel_is_off_without_a_secret(start_app, namespace, rasa_proxy)
                                         json_channel={"secret": None}))
     raw, headers = signed({"sender": "u1", "text": "hi"})
     assert (await app.client.post("/webhooks/json", data=raw, headers=headers)).status == 404
+
+
+async def test_an_id_reused_by_another_sender_is_her_own_message(app, rasa_proxy):
+    raw, headers = signed({"sender": "u_first", "text": "我的积分", "id": "same-id"})
+    first = await (await app.client.post("/webhooks/json", data=raw, headers=headers)).json()
+    raw, headers = signed({"sender": "u_second", "text": "hello", "id": "same-id"})
+    second = await (await app.client.post("/webhooks/json", data=raw, headers=headers)).json()
+    assert second != first and "sister-community" in second["replies"][0]["text"]
+    assert rasa_proxy.turns_of("u_second") == ["hello"]  # handled, not taken for a retry
+    await app.services.core.orchestrator.drain(5)
+    for sender in ("u_first", "u_second"):
+        p = await app.store.profiles.find_by_identity("json", "default", sender)
+        assert await app.store.interactions.count(p["_id"]) == 2

@@ -109,7 +109,8 @@ async def test_tag_points_grant_and_stats(app):
     admin = await boss(app)
     assert "已为 4 人添加标签「活动A」" in await admin.say("/tag add 活动A city:上海")
     assert "已为 0 人添加" in await admin.say("/tag add 活动A city:上海")  # idempotent
-    assert "生命周期标签" in await admin.say("/tag add 孕中期 all")
+    for system in ("/tag add 孕中期 all", "/tag add tester member:yes", "/tag remove 会员 all"):
+        assert "系统维护的标签" in await admin.say(system)
     tagged = await app.store.profiles.count_where({"tags": "活动A"})
     assert tagged == 4
     removed = await admin.say("/tag remove 活动A tag:活动A -city:北京 points<1 "

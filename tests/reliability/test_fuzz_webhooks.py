@@ -69,8 +69,9 @@ async def test_fuzz_wechat_unsigned_and_malformed(start_app, namespace):
     tried = {"n": 0, "statuses": set()}
 
     inputs = generated(st.tuples(xml_text, st.booleans(), st.sampled_from([0, 0, 400, -400])))
-    for body, signed, skew in inputs:
-        ts, nonce = str(int(time.time()) + skew), "n0nce"
+    for i, (body, signed, skew) in enumerate(inputs):
+        # A nonce per input: one signed query string carries one body only.
+        ts, nonce = str(int(time.time()) + skew), f"n0nce{i}"
         sig = sign(TOKEN, ts, nonce) if signed else "0" * 40
         resp = await app.client.post(f"/wechat?timestamp={ts}&nonce={nonce}&signature={sig}",
                                      data=body.encode("utf-8", "surrogatepass"))

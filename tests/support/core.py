@@ -30,9 +30,10 @@ from scrm.sandbox import shown_text
 from store.memory_state import MemorySendMarks, memory_state
 from store.mongo import MongoStore
 from store.records import Profile
-from tests.conftest import APP_ID, ROOT, make_settings
+from tests.conftest import APP_ID, ROOT, SENT_TEXTS, make_settings
 from tests.support.fake_wechat import FakeWeChatAPI
 from webhooks.config import Settings
+from webhooks.services import staff_of
 from webhooks.wechat.outlet import WeChatOutlet
 from webhooks.wechat.settings import WeChatSettings
 
@@ -112,11 +113,16 @@ class QueuedJob:
 
 
 class MemoryQueue:
-    """Jobs as the core enqueues them; `run` executes them (once per job id, like arq)."""
+    """Jobs as the core enqueues them; `run` executes them (once per job id, like arq).
+
+    With `eager`, a job due now runs the moment it is enqueued, inside the code that
+    enqueued it: as a busy worker picks a chunk job up while the planner is still planning.
+    """
 
     def __init__(self) -> None:
         self.jobs: list[QueuedJob] = []
         self._ids: set[str] = set()
+        self.eager: Core | None = None
 
     async def enqueue(self, job: str, args: list[Any], job_id: str,
                       at: datetime | None = None, delay: float | None = None) -> None:
@@ -125,6 +131,9 @@ class MemoryQueue:
         self._ids.add(job_id)
         if delay is not None:
             at = datetime.now(UTC) + timedelta(seconds=delay)
+        if self.eager is not None and at is None:
+            await self.eager.jobs[job](*args)
+            return
         self.jobs.append(QueuedJob(job, list(args), job_id, at))
 
     def named(self, job: str) -> list[QueuedJob]:
@@ -158,10 +167,12 @@ class CoreHarness:
         self._ids = itertools.count(1)
 
     def message(self, openid: str, kind: str = "text", text: str | None = None,
-                event: str | None = None, event_key: str | None = None) -> InboundMessage:
+                event: str | None = None, event_key: str | None = None,
+                channel: str = "wechat") -> InboundMessage:
         n = next(self._ids)
-        key = f"msg:{n}" if kind != "event" else f"evt:{openid}:{n}:{event}"
-        return InboundMessage(channel="wechat", app_id=APP_ID, sender=openid, kind=kind,  # type: ignore[arg-type]
+        key = f"msg:{openid}:{n}" if kind != "event" else f"evt:{openid}:{n}:{event}"
+        app_id = APP_ID if channel == "wechat" else "default"
+        return InboundMessage(channel=channel, app_id=app_id, sender=openid, kind=kind,  # type: ignore[arg-type]
                               dedupe_key=key, created_at=datetime.now(UTC), text=text,
                               event=event, event_key=event_key)
 
@@ -172,8 +183,10 @@ class CoreHarness:
         await turn.task  # its records are written too
         return replies or []
 
-    async def say(self, openid: str, text: str) -> str:
-        return "\n\n".join(r.text for r in await self.send(self.message(openid, text=text)))
+    async def say(self, openid: str, text: str, channel: str = "wechat") -> str:
+        SENT_TEXTS.append(text)  # checked against the run's log (tests/conftest.py)
+        msg = self.message(openid, text=text, channel=channel)
+        return "\n\n".join(r.text for r in await self.send(msg))
 
     async def event(self, openid: str, event: str, key: str | None = None) -> str:
         replies = await self.send(self.message(openid, "event", event=event, event_key=key))
@@ -197,5 +210,5 @@ async def core_harness(**sections: dict[str, Any]) -> CoreHarness:
     api = InProcessAPI(wechat)
     core = await build_core(cfg, store, memory_state(), nlu=nlu,
                             outlets=[InProcessOutlet(cfg.wechat, api, store)], queue=queue,
-                            qr=api, metrics=Metrics())
+                            qr=api, metrics=Metrics(), staff=staff_of(cfg))
     return CoreHarness(core, wechat, queue, nlu)

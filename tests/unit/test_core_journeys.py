@@ -98,3 +98,25 @@ async def test_sisters_double_opt_in_then_the_week_later_question(core):
     mei_id = (await core.profile("o_mei"))["_id"]
     card = await core.core.matcher.card_of(mei_id)
     assert card is not None and (card["fb_n"], card["fb_sum"]) == (1, 1)
+
+
+async def test_no_referral_points_for_a_mobile_another_profile_has(core):
+    await sign_up(core, "o_ref", nickname="推荐人")
+    referrer = await core.profile("o_ref")
+    scene = f"ref_{referrer['member']['id']}"
+    today = core.calendar.today(datetime.now(UTC))
+
+    async def follow_and_join(openid: str, nickname: str, mobile: str) -> str:
+        assert "隐私政策" in await core.event(openid, "subscribe", scene)  # the form starts
+        for answer in ("同意", "同意", nickname, mobile, "2",
+                       (today - timedelta(days=30)).isoformat()):
+            await core.say(openid, answer)
+        return await core.say(openid, "上海")
+
+    # A second account of hers (or anyone) joining with a mobile already on record...
+    assert "注册成功" in await follow_and_join("o_alt", "小号", "13812345678")
+    # ...and a real newcomer.
+    assert "注册成功" in await follow_and_join("o_new", "新人", "13900001111")
+    entries = await core.store.ledger.entries(referrer["_id"], 10)
+    assert sorted(e["reason"] for e in entries) == ["referral", "share", "share", "signup"]
+    assert (await core.profile("o_alt"))["referral"]["refused"] == "mobile_in_use"

@@ -30,6 +30,31 @@ async def test_a_consumers_command_is_chat_and_staff_rights_are_checked(core):
                                                            ("stats", "refused")]
 
 
+async def test_an_admins_openid_on_another_channel_is_nobody(core):
+    # The JSON channel's sender picks her own name: "o_boss" there is not the admin.
+    reply = await core.say(BOSS, "/stats", channel="json")
+    assert "关注" not in reply
+    assert (await core.store.audit.latest(1))[0]["result"] == "refused"
+
+
+async def test_points_grants_are_never_for_oneself_and_capped_per_day():
+    core = await core_harness(marketing={"admins": [BOSS], "grant_daily_cap": 100})
+    await core.say(BOSS, "你好")
+    await seed(core, [member_doc(1)])
+    me = (await core.profile(BOSS))["_id"]
+    assert "不能给自己发放积分" in await core.say(BOSS, f"/points grant {BOSS} 10 我自己")
+    assert await core.store.ledger.balance(me) == (0, 0)
+    assert "发放 60 积分" in await core.say(BOSS, "/points grant o_m0001 60 活动")
+    refused = await core.say(BOSS, "/points grant o_m0001 50 再来")
+    assert "超过每日上限 100" in refused
+    assert "发放 40 积分" in await core.say(BOSS, "/points grant o_m0001 40 补足")
+    member = await core.profile("o_m0001")
+    assert await core.store.ledger.balance(member["_id"]) == (100, 100)
+    granted = [a.get("points", 0) for a in await core.store.audit.latest(10)
+               if a["command"] == "points" and a["result"] == "ok"]
+    assert sum(granted) == 100  # every grant audited with its amount
+
+
 async def test_a_broadcast_from_preview_to_tally_with_every_skip_reason(core):
     docs = [member_doc(i, tags=["会员"]) for i in range(1, 3)] + [
         member_doc(3, tags=["会员"], follow="unsubscribed"),
@@ -101,3 +126,20 @@ async def test_a_life_stage_moment_reaches_each_member_once_ever(core):
     await core.core.campaigns.run_moments()  # the daily job ran twice
     await core.queue.run(core.core)
     assert [c.body["touser"] for c in core.wechat.delivered()] == ["o_m0001"]
+
+
+async def test_chunks_that_start_while_planning_are_sent_and_the_campaign_finishes():
+    """60 members in 60 one-member chunks, each chunk job starting the moment it is queued,
+    long before planning is over: every member is messaged once and the marketer gets the
+    final tally (before the fix, early chunks found the campaign not yet running)."""
+    core = await core_harness(marketing={"admins": [BOSS], "chunk_size": 1})
+    await core.say(BOSS, "你好")
+    await seed(core, [member_doc(i, tags=["会员"]) for i in range(1, 61)])
+    bid = bid_in(await core.say(BOSS, "/broadcast tag:会员 | 周末活动"))
+    core.queue.eager = core.core
+    await core.say(BOSS, f"/confirm {bid}")
+    sent = [c.body["touser"] for c in core.wechat.delivered() if c.body["touser"] != BOSS]
+    assert len(sent) == len(set(sent)) == 60
+    doc = await core.store.campaigns.get(bid)
+    assert doc["status"] == "done" and (doc["total"], doc["chunks"]) == (60, 60)
+    assert sum("发送完成" in t for t in core.texts_to(BOSS)) == 1

@@ -12,16 +12,26 @@ F = Follower(token="t", openid="o_1", clock=1_790_000_000)
 
 def test_text_uses_msgid_for_dedupe():
     m = to_inbound(F.text("你好", MsgId=123), "wx")
-    assert (m.kind, m.text, m.sender, m.dedupe_key) == ("text", "你好", "o_1", "msg:123")
+    assert (m.kind, m.text, m.sender, m.dedupe_key) == ("text", "你好", "o_1",
+                                                                "msg:gh_scrm_demo:o_1:123")
     assert m.payload["account"] == "gh_scrm_demo" and m.app_id == "wx"
 
 
 def test_events_dedupe_on_sender_time_and_event():
     m = to_inbound(F.event("CLICK", "MENU_HELP"), "wx")
     assert (m.kind, m.event, m.event_key) == ("event", "click", "MENU_HELP")
-    assert m.dedupe_key == "evt:o_1:1790000000:CLICK"
+    assert m.dedupe_key == "evt:gh_scrm_demo:o_1:1790000000:CLICK"
     other = to_inbound(F.event("VIEW", "http://x"), "wx")
     assert other.dedupe_key != m.dedupe_key
+
+
+def test_the_same_msgid_from_another_follower_or_account_is_another_message():
+    mine = to_inbound(F.text("我的积分", MsgId=77), "wx")
+    hers = to_inbound(Follower(token="t", openid="o_2", clock=1_790_000_000).text(
+        "你好", MsgId=77), "wx")
+    elsewhere = to_inbound(Follower(token="t", openid="o_1", account="gh_other",
+                                    clock=1_790_000_000).text("你好", MsgId=77), "wx")
+    assert len({mine.dedupe_key, hers.dedupe_key, elsewhere.dedupe_key}) == 3
 
 
 def test_subscribe_with_qr_scene_strips_the_prefix():

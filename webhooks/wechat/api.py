@@ -8,6 +8,7 @@ forces one refresh and one retry.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -21,6 +22,16 @@ log = logging.getLogger(__name__)
 TOKEN_INVALID = {WeChatErrorCode.INVALID_CREDENTIAL.value,
                  WeChatErrorCode.EXPIRED_ACCESS_TOKEN.value}
 REFRESH_MARGIN = 300
+
+
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def wechat_json(body: dict[str, Any]) -> bytes:
+    """A request body as WeChat reads it: Chinese as raw UTF-8. WeChat does not decode
+    `\\uXXXX` escapes (json.dumps' default, and aiohttp's `json=`): a follower would see
+    them literally. Every call to WeChat's API is encoded here."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class WeChatTransportError(Exception):
@@ -94,7 +105,8 @@ class WeChatAPI:
         params = {"access_token": token} if token else None
         try:
             async with self._s.post(
-                self._base + path, json=body, params=params, timeout=self._timeout
+                self._base + path, data=wechat_json(body), params=params,
+                headers=JSON_HEADERS, timeout=self._timeout,
             ) as resp:
                 if resp.status != 200:
                     raise WeChatTransportError(f"HTTP {resp.status} from {path}")

@@ -1,14 +1,18 @@
 """GET/POST /wechat: the official-account server URL.
 
-Order of work on POST: replay window, signature, size, hardened parse, decrypt, dedupe
-(SET NX before any work), then the orchestrator within the time budget. Errors become a
+Order of work on POST: replay window, signature, size, the account's encryption mode (no
+plaintext in safe mode), the request's nonce (one body per signed query string), hardened
+parse, decrypt, dedupe (SET NX before any work), then the orchestrator within the time
+budget. Errors become a
 status code here and nowhere else; nothing but 'success' or a valid reply ever goes back
 with a 200, and no request is ever answered with a 5xx.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -21,7 +25,7 @@ from bot.conversation.orchestrator import Orchestrator
 from bot.messages import InboundMessage
 from bot.metrics import Metrics
 from store.records import reply_key
-from store.state import Dedupe
+from store.state import Dedupe, RequestNonces
 from webhooks.wechat.outlet import WeChatOutlet
 from webhooks.wechat.parse import MalformedMessage, harden, to_inbound
 from webhooks.wechat.render import passive_xml
@@ -30,16 +34,20 @@ from webhooks.wechat.settings import WeChatSettings
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"
+_TIMESTAMP = re.compile(r"[0-9]{1,12}", re.ASCII)
+_NONCE = re.compile(r"[0-9A-Za-z]{1,64}", re.ASCII)
 
 
 class WeChatChannel:
     name = "wechat"
 
     def __init__(self, settings: WeChatSettings, budget: float, dedupe: Dedupe,
-                 orchestrator: Orchestrator, outlet: WeChatOutlet, metrics: Metrics) -> None:
+                 nonces: RequestNonces, orchestrator: Orchestrator, outlet: WeChatOutlet,
+                 metrics: Metrics) -> None:
         self._cfg = settings
         self._budget = budget
         self._dedupe = dedupe
+        self._nonces = nonces
         self._orchestrator = orchestrator
         self._outlet = outlet
         self._metrics = metrics
@@ -50,11 +58,10 @@ class WeChatChannel:
         return [web.get("/wechat", self.verify), web.post("/wechat", self.receive)]
 
     def _fresh(self, timestamp: str) -> bool:
-        try:
-            ts = int(timestamp)
-        except ValueError:
+        # Strict: ASCII digits only (int() would also take " 17", "１７" or "1_7").
+        if not _TIMESTAMP.fullmatch(timestamp):
             return False
-        return abs(time.time() - ts) <= self._cfg.replay_window_seconds
+        return abs(time.time() - int(timestamp)) <= self._cfg.replay_window_seconds
 
     async def verify(self, request: web.Request) -> web.Response:
         """WeChat's server-URL check: echo `echostr` if the signature is ours."""
@@ -70,7 +77,7 @@ class WeChatChannel:
         received = time.monotonic()
         q = request.query
         timestamp, nonce = q.get("timestamp", ""), q.get("nonce", "")
-        if not self._fresh(timestamp):
+        if not self._fresh(timestamp) or not _NONCE.fullmatch(nonce):
             raise web.HTTPForbidden(text="timestamp outside the replay window")
         try:
             check_signature(self._cfg.token, q.get("signature", ""), timestamp, nonce)
@@ -78,6 +85,17 @@ class WeChatChannel:
             raise web.HTTPForbidden(text="invalid signature") from None
         body = await request.read()  # over client_max_size: aiohttp answers 413
         encrypted = q.get("encrypt_type") == "aes"
+        if "encrypt_type" in q and not encrypted:
+            raise web.HTTPBadRequest(text="unknown encrypt_type")
+        if not encrypted and not self._cfg.accepts_plaintext:
+            # Safe mode: a request stripped of its encryption is a forgery, not a message.
+            raise web.HTTPForbidden(text="safe mode: plaintext messages are refused")
+        # The plain signature covers token, timestamp and nonce, not the body: one signed
+        # query string may come again only with the body it first came with (a retry).
+        if not await self._nonces.remember(f"{timestamp}:{nonce}",
+                                           hashlib.sha256(body).hexdigest(),
+                                           2 * self._cfg.replay_window_seconds + 60):
+            raise web.HTTPForbidden(text="signed request already used with another body")
         try:
             outer = harden(body)
             if encrypted:

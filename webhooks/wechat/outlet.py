@@ -12,6 +12,7 @@ outside a passive reply, and the errcodes they come back with.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -101,8 +102,10 @@ class WeChatOutlet:
         await self._pool.enqueue_job(
             JOB_NAME, address, [r.model_dump(mode="json") for r in replies], keys,
             # arq keeps job ids under its own global "arq:" prefix: namespace them, or two
-            # deployments on one Redis would swallow each other's jobs as duplicates.
-            _job_id=f"{self._queue}:cs:{keys[0]}", _queue_name=self._queue,
+            # deployments on one Redis would swallow each other's jobs as duplicates. A
+            # digest of the first key, not the key: job ids are logged, keys name openids.
+            _job_id=f"{self._queue}:cs:{hashlib.sha256(keys[0].encode()).hexdigest()[:24]}",
+            _queue_name=self._queue,
         )
 
     async def send_late(self, ctx: dict[str, Any], openid: str, replies: list[dict[str, Any]],

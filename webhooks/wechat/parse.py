@@ -86,10 +86,13 @@ def to_inbound(xml: bytes | str, app_id: str) -> InboundMessage:
         payload["fields"] = {k: v[:200] for k, v in list(fields.items())[:20]}
 
     msg_id = fields.get("MsgId") or fields.get("MsgID")
+    # Keyed on the account and the sender too: a MsgId (or a second) reused by another
+    # follower is another message, never a retry of hers.
+    who = f"{fields.get('ToUserName', '')}:{fields['FromUserName']}"
     if kind == "event" or not msg_id:
-        dedupe = f"evt:{fields['FromUserName']}:{created}:{fields.get('Event', msg_type)}"
+        dedupe = f"evt:{who}:{created}:{fields.get('Event', msg_type)}"
     else:
-        dedupe = f"msg:{msg_id}"
+        dedupe = f"msg:{who}:{msg_id}"
     return InboundMessage(
         channel="wechat", app_id=app_id, sender=fields["FromUserName"], kind=kind,
         dedupe_key=dedupe, created_at=datetime.fromtimestamp(created, UTC), text=text,
