@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/app.lock | sha256sum | cut -c1-12)
 
-.PHONY: run setup test lint typecheck bench clean
+.PHONY: run setup test test-fast lint typecheck bench clean
 
 run: setup
 	$(VENV)/bin/scrm up
@@ -27,6 +27,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check bot store webhooks scrm tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -p no:cacheprovider
+
+# The fast tier: everything in-process or on Redis; no Rasa, no database server process.
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -p no:cacheprovider -m "not rasa and not server"
 
 lint:
 	$(VENV)/bin/ruff check bot store webhooks scrm tests bench

@@ -218,7 +218,7 @@ def start_app(config: Path, rasa_url: str, redis_url: str, log_path: Path, work:
         "WECHAT_API_BASE": f"http://127.0.0.1:{free_port()}",
         "RASA_URL": rasa_url, "REDIS_URL": redis_url, "MONGODB_URL": "",
         "SCRM_ADMIN_TOKEN": secrets.token_hex(8), "SCRM_JSON_SECRET": "",
-        "SCRM_CONFIG": str(config),
+        "SCRM_CONFIG": str(config), "SCRM_EMBEDDED_SNAPSHOT": "off",
     }
     log = log_path.open("ab")
     scrm = Path(sys.executable).parent / "scrm"

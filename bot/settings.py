@@ -68,6 +68,15 @@ class RasaSettings(Strict):
 class MongoSettings(Strict):
     url: str | None = None
     database: str = "scrm"
+    # Without a url: where the embedded engine keeps its data between runs (a snapshot
+    # loaded at start, written on a clean stop and every snapshot_seconds), or "off".
+    snapshot: str | None = ".scrm/embedded.bson"
+    snapshot_seconds: int = Field(60, ge=5, le=86_400)
+
+    @field_validator("snapshot")
+    @classmethod
+    def _off(cls, v: str | None) -> str | None:
+        return None if v is None or v.strip().lower() in ("", "off", "none") else v
 
 
 class RedisSettings(Strict):

@@ -101,6 +101,11 @@ class MongoCampaigns:
             return_document=ReturnDocument.AFTER)
         return cast(dict[str, Any] | None, doc)
 
+    async def queued_among(self, ids: list[str]) -> set[str]:
+        """Which of these deliveries are still queued (the rest are settled or claimed)."""
+        cursor = self._deliveries.find({"_id": {"$in": ids}, "status": "queued"}, {"_id": 1})
+        return {str(d["_id"]) async for d in cursor}
+
     async def finish(self, delivery: str, status: str, fields: dict[str, Any]) -> None:
         await self._deliveries.update_one({"_id": delivery},
                                           {"$set": {"status": status, **fields}})

@@ -30,6 +30,8 @@ from webhooks.app import SERVICES, create_app
 from webhooks.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# No test, and no process a test starts, keeps an embedded snapshot unless it asks to.
+os.environ["SCRM_EMBEDDED_SNAPSHOT"] = "off"
 TOKEN = "test-token-123"
 APP_ID = "wx-test-app"
 ADMIN = "admin-secret"
@@ -107,6 +109,16 @@ def rasa_server() -> Iterator[str]:
     rasa_proc.stop(proc)
 
 
+@pytest.fixture(scope="session")
+def secantus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One SecantusDB server (a real MongoDB wire-protocol process) for the session."""
+    from tests.support.secantus import SecantusServer
+
+    server = SecantusServer(log=tmp_path_factory.mktemp("secantus") / "server.log").start()
+    yield server.url
+    server.stop()
+
+
 @pytest.fixture
 def namespace() -> Iterator[str]:
     ns = f"test-{uuid.uuid4().hex[:10]}"
@@ -130,7 +142,7 @@ def make_settings(namespace: str, rasa_url: str, api_base: str = "http://127.0.0
     env = {
         "WECHAT_TOKEN": TOKEN, "WECHAT_APP_ID": APP_ID, "WECHAT_APP_SECRET": "s3cret",
         "WECHAT_API_BASE": api_base, "RASA_URL": rasa_url, "SCRM_ADMIN_TOKEN": ADMIN,
-        "SCRM_JSON_SECRET": JSON_SECRET,
+        "SCRM_JSON_SECRET": JSON_SECRET, "SCRM_EMBEDDED_SNAPSHOT": "off",
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     }
     settings = load_settings(ROOT / "config.yml", env)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -162,7 +163,9 @@ async def open_services(
     redis = Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=2)
     own_store = store is None
     if store is None:
-        store = await MongoStore.open(settings.mongodb.url, settings.mongodb.database)
+        cfg = settings.mongodb
+        store = await MongoStore.open(cfg.url, cfg.database,
+                                      Path(cfg.snapshot) if cfg.snapshot else None)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=200, limit_per_host=100),
         timeout=aiohttp.ClientTimeout(total=30),
@@ -197,7 +200,19 @@ async def open_services(
             with contextlib.suppress(Exception):
                 await core.orchestrator.replay_outbox()
 
+    async def checkpoint_forever(every: float) -> None:
+        # The embedded engine's snapshot (a no-op on a real server), at most `every` old.
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), every)
+                return
+            try:
+                await store.checkpoint()
+            except Exception as e:
+                log.warning("store checkpoint failed", extra={"error": str(e)[:200]})
+
     outbox_task = asyncio.create_task(write_outbox_forever())
+    checkpoint_task = asyncio.create_task(checkpoint_forever(settings.mongodb.snapshot_seconds))
     # The matching index is derived from profiles: after a Redis restart it is rebuilt in
     # the background while the app already answers (matching just finds fewer sisters).
     rebuild = asyncio.create_task(core.matcher.ensure_built(store.profiles.members()))
@@ -226,6 +241,7 @@ async def open_services(
         await core.orchestrator.drain(timeout=settings.rasa.timeout_seconds + 1)
         stopping.set()
         await stop_task(outbox_task, "outbox")
+        await stop_task(checkpoint_task, "checkpoint")
         await stop_task(rebuild, "matching rebuild")
         if worker_task is not None:
             await stop_task(worker_task, "job supervisor")  # then close its worker

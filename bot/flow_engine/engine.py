@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from jinja2.sandbox import SandboxedEnvironment
-
 from bot.brand_calendar import BrandCalendar
 from bot.flow_engine.actions import Say, StepAction, StepContext, TurnInput
 from bot.flow_engine.model import END, Flow, FlowSet, Slot, Step
+from bot.flow_engine.sandbox import bounded_environment
 from bot.flow_engine.validators import Invalid, get_validator
 from store.state import FlowStates
 
@@ -80,7 +79,8 @@ class FlowEngine:
         self._notifier = notifier
         self._calendar = calendar
         self._threshold = fallback_threshold
-        self._env = SandboxedEnvironment()
+        self._env = bounded_environment(strict=False)  # a missing slot is false, not an error
+        self._conditions: dict[str, Any] = {}  # compiled once per expression, not per turn
 
     async def turn(self, inp: TurnInput) -> list[Say]:
         fs = self._flows.current  # one version for the whole turn, even if reloaded meanwhile
@@ -313,8 +313,10 @@ class FlowEngine:
     def _true(self, expr: str, slots: dict[str, Any], variables: dict[str, Any],
               profile: dict[str, Any]) -> bool:
         try:
-            return bool(self._env.compile_expression(expr)(slots=slots, profile=profile,
-                                                           **variables))
+            test = self._conditions.get(expr)
+            if test is None:
+                test = self._conditions[expr] = self._env.compile_expression(expr)
+            return bool(test(slots=slots, profile=profile, **variables))
         except Exception:
             log.exception("flow condition failed", extra={"condition": expr})
             return False

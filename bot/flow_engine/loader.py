@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
 from bot import yamlmarks
 from bot.flow_engine.model import END, Branch, Flow, FlowSet, Moment, Slot, Step, StepKind, Triggers
+from bot.flow_engine.sandbox import FLOW_TEMPLATE_LIMIT, bounded_environment, template_problems
 
 LANGS = ("zh", "en")
 STEP_KINDS: tuple[StepKind, ...] = ("collect", "say", "action", "tag", "award", "link", "set")
@@ -63,7 +63,7 @@ class _Checker:
     def __init__(self, known: Known) -> None:
         self.known = known
         self.errors: list[FlowError] = []
-        self.env = SandboxedEnvironment()
+        self.env = bounded_environment()  # the sandbox the texts will run in: its filters
         self.templates: dict[str, tuple[str, int]] = {}  # name -> (file, line)
         self.texts: dict[str, dict[str, str]] = {}  # name -> lang -> Jinja2 source
         self.slots: dict[str, Slot] = {}
@@ -73,6 +73,7 @@ class _Checker:
         self.moments: dict[str, Moment] = {}
         self.moment_lines: dict[str, tuple[str, int]] = {}
         self.broadcast_templates: set[str] = set()
+        self.parsed: dict[tuple[str, str], nodes.Template] = {}  # (name, lang) -> checked AST
 
     def err(self, file: str, line: int, message: str) -> None:
         self.errors.append(FlowError(file, line, message))
@@ -105,11 +106,11 @@ class _Checker:
             by_lang = section.get(name)
             if not isinstance(by_lang, dict):
                 continue
-            for lang, source in by_lang.items():
-                try:
-                    used = set(meta.find_undeclared_variables(self.env.parse(str(source))))
-                except TemplateSyntaxError:
-                    continue  # reported by _templates
+            for lang in by_lang:
+                ast = self.parsed.get((str(name), str(lang)))
+                if ast is None:
+                    continue  # its problem is reported by _templates
+                used = set(meta.find_undeclared_variables(ast))
                 for var in sorted(used - set(self.known.member_vars)):
                     self.err(fname, lines.get(("templates", name, lang), lines[("templates",
                                                                               name)]),
@@ -200,12 +201,31 @@ class _Checker:
                 if lang not in by_lang:
                     self.err(fname, line, f"template {name!r} has no {lang} text")
             for lang, source in by_lang.items():
-                try:
-                    self.env.parse(str(source))
-                except TemplateSyntaxError as e:
-                    where = lines.get(("templates", name, lang), line)
-                    self.err(fname, where, f"template {name!r} ({lang}) is not valid "
-                             f"Jinja2: {e.message}")
+                where = lines.get(("templates", name, lang), line)
+                ast = self._check_text(str(source), fname, where,
+                                       f"template {name!r} ({lang})")
+                if ast is not None:
+                    self.parsed[(str(name), str(lang))] = ast
+
+    def _check_text(self, source: str, fname: str, line: int, what: str,
+                    expression: bool = False) -> nodes.Template | None:
+        """A template text (or a condition, `expression`) parsed and checked against the
+        sandbox's limits: its AST, or None with every problem recorded at `line`."""
+        text = "{{ " + source + " }}" if expression else source
+        if len(text) > FLOW_TEMPLATE_LIMIT:
+            self.err(fname, line, f"{what} is {len(text)} characters long; at most "
+                     f"{FLOW_TEMPLATE_LIMIT} are allowed")
+            return None
+        try:
+            ast = self.env.parse(text)
+        except TemplateSyntaxError as e:
+            self.err(fname, line, f"{what} is not valid Jinja2: {e.message}")
+            return None
+        problems = template_problems(ast, self.env)
+        for p in problems:
+            at = f" (line {p.lineno} of the text)" if p.lineno > 1 and not expression else ""
+            self.err(fname, line, f"{what}: {p.message}{at}")
+        return None if problems else ast
 
     def _slots(self, section: Any, fname: str, lines: yamlmarks.Lines) -> None:
         if not isinstance(section, dict):
@@ -338,11 +358,9 @@ class _Checker:
             line = lines[(*path, str(j))]
             if isinstance(item, dict) and "if" in item and "then" in item:
                 expr = str(item["if"])
-                try:
-                    ast = self.env.parse("{{ " + expr + " }}")
-                except TemplateSyntaxError as e:
-                    self.err(fname, line, f"{where}: condition {expr!r} is not valid Jinja2: "
-                             f"{e.message}")
+                ast = self._check_text(expr, fname, line, f"{where}: condition {expr!r}",
+                                       expression=True)
+                if ast is None:
                     continue
                 slots = {n.attr for n in ast.find_all(nodes.Getattr)
                          if isinstance(n.node, nodes.Name) and n.node.name == "slots"}

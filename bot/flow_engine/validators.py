@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
+from bot.privacy import phone_digits
+
 
 @dataclass(frozen=True, slots=True)
 class Valid:
@@ -97,9 +99,9 @@ _URL = re.compile(
     r"[a-z][a-z0-9+.-]*://|www\.|[a-z0-9-]+\.(?:com|cn|net|org|io|cc|top|xyz|me|info|vip)\b",
     re.IGNORECASE | re.ASCII,
 )
-# Seven digits or more, separators ignored: a mobile or landline number, which we must not
-# store (and later show) as a name.
-_LONG_NUMBER = re.compile(r"[0-9]{7,}")
+# Seven digits or more in one run, however written (一三八, ①③⑧, ０, separators between):
+# a mobile or landline number, which we must not store (and later show) as a name.
+_LONG_NUMBER: Final = 7
 
 
 @validator("nickname")
@@ -114,7 +116,7 @@ def nickname(text: str, today: date) -> Result:
     if (
         compact.isdigit()
         or _URL.search(folded)
-        or _LONG_NUMBER.search(compact)
+        or any(len(run) >= _LONG_NUMBER for run in phone_digits(name))
         or any(unicodedata.category(ch) == "Cc" for ch in name)
     ):
         return Invalid("invalid")

@@ -51,9 +51,9 @@ class YieldingDb:
 
 
 @pytest.fixture
-async def db(backend):
+async def db(backend, server):
     name = f"ledger_{uuid.uuid4().hex[:8]}"
-    async with open_client(backend) as client:
+    async with open_client(backend, secantus=server) as client:
         if backend == "embedded":
             yield YieldingDb(client[name])  # mongomock never yields: make it interleave
         else:

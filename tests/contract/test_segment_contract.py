@@ -154,8 +154,8 @@ def expected_ids(oracle: Oracle) -> set[str]:
 
 
 @pytest.fixture
-async def store(backend):
-    async with open_store(backend, "segments") as s:
+async def store(backend, server):
+    async with open_store(backend, "segments", secantus=server) as s:
         await s._db["profiles"].insert_many([dict(d) for d in PROFILES])
         yield s
 

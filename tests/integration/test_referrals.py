@@ -50,7 +50,8 @@ async def test_a_members_qr_brings_a_friend_who_signs_up(app, wechat_api):
     assert bob_profile["referral"]["by"] == (await alice.profile())["_id"]
     assert await balance(app, alice) == 120  # share: a new follower
     await bob.say("算了")
-    await sign_up(bob, nickname="小波", date_answer=(TODAY + timedelta(days=60)).isoformat())
+    await sign_up(bob, nickname="小波", date_answer=(TODAY + timedelta(days=60)).isoformat(),
+                  mobile="13900000002")
     assert await balance(app, alice) == 170  # referral: the friend signed up
 
     # Bob unfollows and follows again by the same code: nobody earns anything more.
@@ -58,7 +59,8 @@ async def test_a_members_qr_brings_a_friend_who_signs_up(app, wechat_api):
     await bob.event("subscribe", f"qrscene_ref_{member_id}", Ticket="t")
     assert await balance(app, alice) == 170
     # Signing up again does not pay the referrer twice either.
-    await sign_up(bob, nickname="小波", date_answer=(TODAY + timedelta(days=60)).isoformat())
+    await sign_up(bob, nickname="小波", date_answer=(TODAY + timedelta(days=60)).isoformat(),
+                  mobile="13900000002")
     assert await balance(app, alice) == 170
     assert await app.store.ledger.check() == []
 
@@ -84,7 +86,8 @@ async def test_self_referral_and_a_second_referrer_earn_nothing(app):
     await carol.say("我要注册")
     await carol.say("同意")
     dave = Follower(app, "o_dave2")
-    await sign_up(dave, date_answer=(TODAY + timedelta(days=90)).isoformat())
+    await sign_up(dave, date_answer=(TODAY + timedelta(days=90)).isoformat(),
+                  mobile="13900000004")
     await dave.say("邀请好友")
     dave_id = (await dave.profile())["member"]["id"]
     # Carol already follows: scanning links her (first code wins) but is no new follower.

@@ -1,11 +1,10 @@
-"""Broadcast worker killed mid-run: another process's worker finishes the job, and no
-member is messaged twice.
+"""Broadcast worker dying at the worst moment: right after WeChat accepted a message and
+before it was recorded. Another instance's worker finishes the job, and no member is
+messaged twice; the one delivery caught in that moment is reported failed: interrupted.
 
-The embedded MongoDB lives inside one process, so the two "processes" here are two app
-instances sharing one store and the real Redis (where arq keeps the jobs). The first
-instance's worker freezes right after WeChat accepted a message and before it was
-recorded -- the worst moment to die -- and is then shut down hard; the second instance's
-worker takes over the unfinished job once arq sees it abandoned.
+To hit that exact moment the two instances run in one process (sharing one store and the
+real Redis, where arq keeps the jobs); a SIGKILL of a real OS process at a moment it
+chooses itself is tests/reliability/test_broadcast_kill.py.
 """
 
 from __future__ import annotations

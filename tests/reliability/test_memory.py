@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import sys
 import tracemalloc
 from typing import Any
@@ -52,7 +53,19 @@ async def _ids(db: Any) -> dict[str, list[Any]]:
             for name in await db.list_collection_names()}
 
 
-async def test_the_app_keeps_nothing_per_message(start_app, namespace, rasa_server):
+@pytest.fixture
+def quiet_root():
+    """pytest keeps every captured log record of a test in memory, for its report: at INFO
+    that is the test's own growth, not the app's, so this one logs warnings only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    yield
+    root.setLevel(level)
+
+
+async def test_the_app_keeps_nothing_per_message(start_app, namespace, rasa_server,
+                                                 quiet_root):
     app = await start_app(make_settings(namespace, rasa_server), port=APP_PORT)
     url = f"http://127.0.0.1:{APP_PORT}"
     db = app.store._db  # the embedded engine's database: the test deletes what it wrote

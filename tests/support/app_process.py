@@ -53,8 +53,9 @@ class AppProcess:
                 start_new_session=True)
         return self
 
-    async def wait_healthy(self, timeout: float) -> None:
-        """Until /healthz answers 200; fails with the log tail if it exits or never does."""
+    async def wait_healthy(self, timeout: float, rasa: bool = True) -> None:
+        """Until /healthz answers 200 (or, with `rasa=False`, says the store and Redis are
+        up); fails with the log tail if it exits or never does."""
         assert self.proc is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -65,6 +66,10 @@ class AppProcess:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with s.get(f"{self.url}/healthz") as resp:
                         if resp.status == 200:
+                            return
+                        checks = await resp.json(content_type=None)
+                        if not rasa and checks.get("redis") == "ok" and \
+                                checks.get("mongo") in ("ok", "embedded"):
                             return
                 await asyncio.sleep(0.2)
         raise AssertionError(f"app process {self.name} not healthy (exit code "
@@ -82,6 +87,12 @@ class AppProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the process ends where it is, nothing cleaned up (a crash, an OOM kill)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def tail(self, chars: int = 6000) -> str:
         if not self.log_path.exists():

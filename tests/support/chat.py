@@ -36,12 +36,12 @@ class Chat:
 
 
 async def sign_up(chat: Chat, *, nickname="小美", sensitive="同意", role="1",
-                  date_answer: str | None = None, city="上海") -> str:
+                  date_answer: str | None = None, city="上海", mobile="13812345678") -> str:
     assert "隐私政策" in await chat.say("我要注册")
     assert "敏感个人信息" in await chat.say("同意")
     assert "怎么称呼" in await chat.say(sensitive)
     assert "手机号" in await chat.say(nickname)
-    assert "准妈妈" in await chat.say("13812345678")
+    assert "准妈妈" in await chat.say(mobile)
     reply = await chat.say(role)
     if date_answer is not None:
         reply = await chat.say(date_answer)

@@ -143,3 +143,31 @@ async def test_chunks_that_start_while_planning_are_sent_and_the_campaign_finish
     doc = await core.store.campaigns.get(bid)
     assert doc["status"] == "done" and (doc["total"], doc["chunks"]) == (60, 60)
     assert sum("发送完成" in t for t in core.texts_to(BOSS)) == 1
+
+
+async def test_a_planner_that_dies_midway_is_run_again_and_every_member_is_reached():
+    """The plan job dies after three of six chunks (its worker killed): arq runs it again;
+    the second run plans the rest, the chunks already queued are not queued twice, and
+    every member is messaged once."""
+    core = await core_harness(marketing={"admins": [BOSS], "chunk_size": 5})
+    await core.say(BOSS, "你好")
+    await seed(core, [member_doc(i, tags=["会员"]) for i in range(1, 31)])
+    bid = bid_in(await core.say(BOSS, "/broadcast tag:会员 | 周末活动"))
+    real_plan, calls = core.store.campaigns.plan, {"n": 0}
+
+    async def dying_plan(docs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("worker killed")
+        return await real_plan(docs)
+
+    core.store.campaigns.plan = dying_plan
+    await core.say(BOSS, f"/confirm {bid}")
+    with pytest.raises(RuntimeError):
+        await core.queue.run(core.core)  # the plan job, dying
+    core.store.campaigns.plan = real_plan
+    await core.core.campaigns.plan(bid)  # arq's retry of the same job
+    await core.queue.run(core.core)
+    sent = [c.body["touser"] for c in core.wechat.delivered() if c.body["touser"] != BOSS]
+    assert len(sent) == len(set(sent)) == 30
+    assert (await core.store.campaigns.get(bid))["status"] == "done"

@@ -10,6 +10,7 @@ import pytest
 
 from bot.core import ACTION_NAMES
 from bot.flow_engine.loader import FlowsInvalid, Known, load_flows
+from bot.flow_engine.sandbox import bounded_environment
 from bot.flow_engine.validators import VALIDATORS
 from bot.members.variables import MEMBER_VARS
 
@@ -72,11 +73,37 @@ def test_shipped_flows_are_valid():
     ("  fallback: {zh: 嗯, en: hm}\n", "", "template 'fallback' is required by the app"),
     ("    description: say hello", "    descripton: say hello", "a.yml:6: flow 'hello': unknown key 'descripton'"),
     ("      - say: hi_name", "      - say: hi_name\n        collect: name", "a.yml:10: flow 'hello' step 2: a step does exactly one of"),
+    # the bounded sandbox's static limits (bot/flow_engine/sandbox.py)
+    ('{zh: "你好 {{ slots.name }}"', '{zh: "你好 {{ slots.name|center(99) }}"', "a.yml:13: template 'hi_name' (zh): unknown filter 'center' (allowed: abs, "),
+    ('{zh: "你好 {{ slots.name }}"', '{zh: "{% for a in slots.name %}{% for b in slots.name %}{% endfor %}{% endfor %}"', "a.yml:13: template 'hi_name' (zh): a loop inside a loop is not allowed"),
+    ('{zh: "你好 {{ slots.name }}"', '{zh: "{% for a in slots.name recursive %}{% endfor %}"', "a.yml:13: template 'hi_name' (zh): recursive loops are not allowed"),
+    ('{zh: "你好 {{ slots.name }}"', '{zh: "{% macro m() %}x{% endmacro %}{{ m() }}"', "a.yml:13: template 'hi_name' (zh): macros ({% macro %}) are not allowed"),
+    ('{zh: "你好 {{ slots.name }}"', '{zh: "{% include \'other\' %}"', "a.yml:13: template 'hi_name' (zh): {% include %} is not allowed"),
+    ('{zh: "你好 {{ slots.name }}"', '{zh: "x\\n{{ slots.name|format }}"', "a.yml:13: template 'hi_name' (zh): unknown filter 'format'"),
+    ('{zh: "你好 {{ slots.name }}"', '{zh: "' + "长" * 4001 + '"', "a.yml:13: template 'hi_name' (zh) is 4001 characters long; at most 4000 are allowed"),
+    ("      - collect: name", "      - collect: name\n        next:\n          - if: \"slots.name|center(9) == 'x'\"\n            then: END", "a.yml:11: flow 'hello' step 1: condition \"slots.name|center(9) == 'x'\": unknown filter 'center'"),
 ])
 def test_each_kind_of_error_names_file_line_and_problem(tmp_path, old, new, expected):
     assert old in BASE
     errors = check(tmp_path, BASE.replace(old, new))
     assert any(expected in e for e in errors), errors
+
+
+def test_a_problem_on_a_later_line_of_a_text_names_that_line(tmp_path):
+    text = BASE.replace('{zh: "你好 {{ slots.name }}"', '{zh: "你好\\n\\n{{ slots.name|wordwrap }}"')
+    errors = check(tmp_path, text)
+    assert "a.yml:13: template 'hi_name' (zh): unknown filter 'wordwrap' (allowed: " in \
+        errors[0] and errors[0].endswith("(line 3 of the text)"), errors
+
+
+def test_a_broadcast_template_with_a_bad_filter_is_reported_once(tmp_path):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "b.yml").write_text(
+        'templates:\n  promo: {zh: "{{ nickname|center(99) }}", en: "{{ nickname }}"}\n')
+    errors = check(tmp_path, BASE)
+    assert [e for e in errors if "promo" in e] == [
+        f"{tmp_path / 'templates' / 'b.yml'}:2: template 'promo' (zh): unknown filter "
+        f"'center' (allowed: {', '.join(sorted(bounded_environment().filters))})"], errors
 
 
 def test_duplicate_trigger_across_files(tmp_path):

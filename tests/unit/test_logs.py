@@ -31,3 +31,15 @@ def test_phone_numbers_written_with_separators_or_full_width_are_masked():
     assert mask_phones("138 1234 5678") == "138****5678"
     assert mask_phones("电话138-1234-5678。") == "电话138****5678。"
     assert mask_phones("１３８１２３４５６７８") == "138****5678"
+
+
+def test_phone_numbers_json_escapes_would_hide_are_masked():
+    # The formatter masks the encoded line: a line break becomes "\n" and a pre-encoded
+    # value (json.dumps with ensure_ascii) carries its digits as \uff11 escapes.
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "对姐妹说 138\n1234\n5678", (), None)
+    record.body = json.dumps({"text": "一三八 1234 五六七八"})
+    record.wide = "１３８\u200b１２３４\u200b５６７８"
+    data = json.loads(JsonFormatter().format(record))
+    assert data["msg"] == "对姐妹说 138****5678"
+    assert json.loads(data["body"]) == {"text": "138****5678"}
+    assert data["wide"] == "138****5678"
