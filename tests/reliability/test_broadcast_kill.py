@@ -10,7 +10,6 @@ resent: a mother is not messaged twice). The marketer gets the final tally.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import Counter
 
@@ -21,7 +20,7 @@ from pymongo import MongoClient
 from scrm.follower import Follower
 from tests.conftest import ADMIN, APP_ID, TOKEN, closed_port_url
 from tests.support.app_process import AppProcess, app_env, loopback_config
-from tests.support.marketing import BOSS, bid_in, member_doc, member_sends
+from tests.support.marketing import BOSS, bid_in, member_doc, member_sends, until
 
 pytestmark = pytest.mark.server
 MEMBERS = 60
@@ -45,16 +44,6 @@ async def say(http: aiohttp.ClientSession, proc: AppProcess, f: Follower, text: 
     async with http.post(f"{proc.url}/wechat?{query}", data=body.encode()) as resp:
         assert resp.status == 200
         return f.read_reply(await resp.text()).get("Content", "")
-
-
-async def until(predicate, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 def done_notes(wechat_api) -> list:

@@ -64,9 +64,14 @@ def quiet_root():
     root.setLevel(level)
 
 
+@pytest.mark.parametrize("backend", ["embedded", pytest.param("secantus",
+                                                               marks=pytest.mark.server)])
 async def test_the_app_keeps_nothing_per_message(start_app, namespace, rasa_server,
-                                                 quiet_root):
-    app = await start_app(make_settings(namespace, rasa_server), port=APP_PORT)
+                                                 quiet_root, backend, request):
+    mongodb = {} if backend == "embedded" else {
+        "url": request.getfixturevalue("secantus_url"), "database": namespace.replace("-", "_")}
+    app = await start_app(make_settings(namespace, rasa_server, mongodb=mongodb),
+                          port=APP_PORT)
     url = f"http://127.0.0.1:{APP_PORT}"
     db = app.store._db  # the embedded engine's database: the test deletes what it wrote
     await _send(url, WARMUP, 1)
