@@ -217,6 +217,7 @@ class BotSettings(Strict):
     matching: MatchingSettings = MatchingSettings()
     marketing: MarketingSettings = MarketingSettings()
 
+
 # Keys that moved to another section: config loading says where they went.
 MOVED = {("points", "timezone"): "app.timezone",
          ("marketing", "window_hours"): "wechat.window_hours"}

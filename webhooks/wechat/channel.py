@@ -77,8 +77,10 @@ class WeChatChannel:
         received = time.monotonic()
         q = request.query
         timestamp, nonce = q.get("timestamp", ""), q.get("nonce", "")
-        if not self._fresh(timestamp) or not _NONCE.fullmatch(nonce):
+        if not self._fresh(timestamp):
             raise web.HTTPForbidden(text="timestamp outside the replay window")
+        if not _NONCE.fullmatch(nonce):
+            raise web.HTTPForbidden(text="nonce: 1 to 64 ASCII letters or digits")
         try:
             check_signature(self._cfg.token, q.get("signature", ""), timestamp, nonce)
         except InvalidSignatureException:
