@@ -95,7 +95,7 @@ class Outbound:
         for k, reply in zip(keys, replies, strict=True):
             out = new_interaction(profile_id, outlet.channel, "out", reply.kind,
                                   reply.as_text(), reply.model_dump(mode="json"), now)
-            out.update({"dedupe_key": k, "delivery": "customer_service"})
+            out.update({"dedupe_key": k, "delivery": "push"})  # the channel says how it went
             await self._store.interactions.add(out)
         await outlet.push(to.address, replies, keys)
         await self._store.profiles.count_outbound(profile_id, len(replies))
