@@ -46,10 +46,6 @@ class Outbound:
     def outlet(self, channel: str) -> Outlet | None:
         return self._outlets.get(channel)
 
-    @property
-    def outlets(self) -> Sequence[Outlet]:
-        return list(self._outlets.values())
-
     def lang_of(self, profile: Profile | None) -> str:
         return (profile.get("lang") if profile else None) or self.default_lang
 

@@ -100,7 +100,7 @@ class Commands:
         self.calendar = calendar  # "today" for the daily grant cap
 
     def role_of(self, profile: Profile) -> str:
-        if self._config_admin(profile):
+        if self.is_config_admin(profile):
             return "admin"
         role = str(profile.get("role") or "consumer")
         return role if role in ROLES else "consumer"
@@ -165,12 +165,9 @@ class Commands:
             raise CommandError(f"找不到成员 {ref[:40]}（用会员号 M… 或 openid）。")
         return found
 
-    def _config_admin(self, profile: Profile) -> bool:
+    def is_config_admin(self, profile: Profile) -> bool:
         return any(identity_key(i["channel"], i["app_id"], i["openid"]) in self._admins
                    for i in profile.get("identities", []))
-
-    async def is_config_admin(self, profile: Profile) -> bool:
-        return self._config_admin(profile)
 
 
 def _split(args: str, parts: int, what: str) -> list[str]:
@@ -316,7 +313,7 @@ async def _role(c: Commands, call: Call) -> str:
     target = await c.member(ref, call.actor)
     if target["_id"] == call.actor["_id"]:
         raise CommandError("不能修改自己的角色。")
-    if await c.is_config_admin(target):
+    if c.is_config_admin(target):
         raise CommandError("此人是 config.yml 中配置的管理员，角色以配置为准。")
     before = str(target.get("role") or "consumer")
     await c._store.profiles.update(target["_id"], {"role": role, "role_changed": {
