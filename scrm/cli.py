@@ -98,6 +98,9 @@ def _check_free(port: int, what: str, hint: str, taken: tuple[int, ...]) -> None
         problem = "the app or Rasa uses it"
     else:
         with socket.socket() as s:
+            # As the server will bind (aiohttp sets SO_REUSEADDR): connections of the last
+            # run still in TIME_WAIT must not make a free port look taken.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError as e:
