@@ -52,7 +52,7 @@ class NoNlu:
 
 async def make(store: MongoStore, redis: Redis, keys: Keys, pool: Any, rate: float,
                session: aiohttp.ClientSession, api_url: str = "http://127.0.0.1:9"
-               ) -> Campaigns:
+               ) -> tuple[Campaigns, WeChatOutlet]:
     """The app's own campaigns, as bot/core.py builds them, on the WeChat outlet."""
     env = {"WECHAT_TOKEN": "bench-token", "WECHAT_APP_ID": "wx-bench", **os.environ}
     settings = load_settings(ROOT / "config.yml", env)
@@ -62,11 +62,24 @@ async def make(store: MongoStore, redis: Redis, keys: Keys, pool: Any, rate: flo
     metrics = Metrics()
     wechat = WeChatAPI(session, api_url, "wx-bench", "s", state.tokens)
     outlet = WeChatOutlet(settings.wechat, wechat, pool, keys.queue, state.marks, store,
-                          metrics)
+                          metrics, state.allowances)
     core = await build_core(settings, store, state, nlu=NoNlu(), outlets=[outlet],
                             queue=ArqQueue(pool, keys.queue), qr=None, metrics=metrics,
                             staff=staff_of(settings))
-    return core.campaigns
+    return core.campaigns, outlet
+
+
+async def wrote(outlet: WeChatOutlet, fake: FakeWeChatAPI | None,
+                docs: list[dict[str, Any]]) -> None:
+    """Each member wrote just now: her customer-service budget is open, in the app's count
+    and in WeChat's (the fake), as her message would have opened it."""
+    openids = [d["identities"][0]["openid"] for d in docs]
+    for i in range(0, len(openids), 500):  # a bounded number of Redis connections
+        await asyncio.gather(*(outlet.budget.heard(outlet.address(o), "message")
+                               for o in openids[i:i + 500]))
+    for o in openids:
+        if fake is not None:
+            fake.heard(o)
 
 
 def actor() -> Any:
@@ -84,8 +97,9 @@ async def scale(n: int, rng: random.Random, redis: Redis, pool: Any, keys: Keys)
     loaded = time.perf_counter() - started
     print(f"profiles in the embedded store: {n:,} (loaded in {loaded:.1f} s)")
     async with aiohttp.ClientSession() as session:
-        await scale_steps(store, await make(store, redis, keys, pool, 20.0, session), pool,
-                          keys)
+        campaigns, outlet = await make(store, redis, keys, pool, 20.0, session)
+        await wrote(outlet, None, docs)
+        await scale_steps(store, campaigns, pool, keys)
 
 
 async def scale_steps(store: MongoStore, campaigns: Campaigns, pool: Any, keys: Keys) -> None:
@@ -123,7 +137,8 @@ async def rate_run(sends: int, rate: float, redis: Redis, pool: Any, keys: Keys)
     await store._db["profiles"].insert_many(docs)
     api = await FakeWeChatAPI().start()
     async with aiohttp.ClientSession() as session:
-        campaigns = await make(store, redis, keys, pool, rate, session, api.url)
+        campaigns, outlet = await make(store, redis, keys, pool, rate, session, api.url)
+        await wrote(outlet, api, docs)
         now = datetime.now(UTC)
         preview = await campaigns.preview(actor(), "all", "你好，{{ nickname }}", now)
         bid = preview.broadcast_id

@@ -130,6 +130,7 @@ class Soak:
     args: argparse.Namespace
     bench: Any  # bench_run.Bench: processes, logs, Redis namespace, MsgIds for cleanup
     followers: list[Any] = field(default_factory=list)  # scrm.follower.Follower
+    wechat: Any = None  # the fake WeChat API: it sees each message pass, as WeChat does
     msgs: list[Msg] = field(default_factory=list)
     rss: list[dict[str, Any]] = field(default_factory=list)
     timeline: dict[str, float] = field(default_factory=dict)
@@ -291,6 +292,7 @@ async def drive(s: Soak, session: Any, url: str) -> None:
         msg = Msg(seq=k, msg_id=msg_id, follower=fidx, text=text,
                   xml=s.followers[fidx].text(text, MsgId=msg_id), measured=k >= warm_n)
         s.msgs.append(msg)
+        s.wechat.heard_xml(msg.xml)
         p = Post(retry=False)
         msg.posts.append(p)
         tasks.append(asyncio.create_task(
@@ -594,6 +596,7 @@ async def soak(s: Soak) -> None:
                             app_id=bench_run.APP_ID) for k in range(a.followers)]
 
     fake = await FakeWeChatAPI().start()
+    s.wechat = fake
     try:
         model = rasa_proc.train(ROOT)
         rasa_port, app_port = bench_run.free_port(), bench_run.free_port()

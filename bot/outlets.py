@@ -19,6 +19,7 @@ from store.records import Profile
 class Delivery(StrEnum):
     SENT = "sent"
     WINDOW_CLOSED = "window_closed"  # the channel does not let us write to her now
+    NO_BUDGET = "no_budget"  # inside her window, but her allowance of messages is spent
     QUOTA = "quota"  # the account's own daily quota is spent: pause, try tomorrow
     FAILED = "failed"  # refused for another reason (see code)
     UNCERTAIN = "uncertain"  # it may or may not have arrived: never retried
@@ -33,6 +34,15 @@ class SendResult:
     @property
     def sent(self) -> bool:
         return self.outcome is Delivery.SENT
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a message would reach her now: `via` (e.g. customer_service, template), or
+    None with the reason it cannot (outside_window, no_budget)."""
+
+    via: str | None
+    skip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,20 +87,25 @@ class Outlet(Protocol):
     @property
     def rules(self) -> ReachRules: ...
 
-    def reach(self, to: Recipient, has_fallback: bool, now: datetime) -> str | None:
-        """How a campaign message would reach her now (e.g. customer_service, template),
-        or None when it cannot: the channel's rule, asked before any quota is spent."""
+    async def reach_many(self, to: list[Recipient], has_fallback: bool, now: datetime
+                         ) -> list[Route]:
+        """How a campaign message would reach each of them now: the channel's rules
+        (window, per-member allowance), asked before any quota is spent. A look only:
+        `send_now` decides for real."""
         ...
 
-    async def push(self, address: str, replies: list[Reply], keys: list[str]) -> None:
+    async def push(self, address: str, replies: list[Reply], keys: list[str],
+                   answering: str | None = None) -> None:
         """Queue replies for durable delivery, at most once per key (late answers,
-        invitations, staff notes). Outcomes are recorded on the interactions `keys`."""
+        invitations, staff notes); `answering` names the inbound they answer, whose turn
+        may have room kept for them. Outcomes are recorded on the interactions `keys`;
+        one the channel does not allow now waits for her next message."""
         ...
 
     async def send_now(self, to: Recipient, text: str, fallback: Fallback | None,
                        now: datetime) -> SendResult:
-        """Send one campaign message at once (from a job), the way `reach` says;
-        WINDOW_CLOSED without trying when it cannot reach her."""
+        """Send one campaign message at once (from a job); WINDOW_CLOSED or NO_BUDGET
+        without trying when neither free text nor the fallback may go."""
         ...
 
 

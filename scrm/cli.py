@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -171,6 +172,7 @@ class Pushes(threading.Thread):
     def __init__(self, base: str, openid: str, lock: threading.Lock, prompt: str) -> None:
         super().__init__(daemon=True)
         self._url = f"{base}/sandbox/messages?" + urllib.parse.urlencode({"openid": openid})
+        self._openid = openid
         self._lock = lock
         self._prompt = prompt  # redrawn after a push lands on an interactive prompt
         self._after = 0
@@ -213,6 +215,19 @@ class Pushes(threading.Thread):
         while not self.stop.wait(0.5):
             self._show()
 
+    def tell(self, kind: str) -> None:
+        """Tell the sandbox what the follower just did ("message", "event", "unfollow"),
+        as WeChat sees it pass: her customer-service budget opens (or closes) there."""
+        if not self.ready.is_set():
+            return
+        base = self._url.split("/sandbox/", 1)[0]
+        req = urllib.request.Request(  # noqa: S310 - loopback sandbox
+            f"{base}/sandbox/inbound", method="POST",
+            data=json.dumps({"openid": self._openid, "kind": kind}).encode(),
+            headers={"Content-Type": "application/json"})
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
+
     def finish(self) -> None:
         """Stop, showing what arrived since the last poll."""
         self.stop.set()
@@ -244,7 +259,8 @@ def cmd_chat(args: argparse.Namespace) -> None:
         print("(WeChat API sandbox connected: what the bot sends you shows as "
               "'bot (客服消息)>')", flush=True)
 
-    def send(xml: str) -> None:
+    def send(xml: str, kind: str = "message") -> None:
+        pushes.tell(kind)  # WeChat sees her message before the app does
         query, body = follower.request(xml)
         try:
             answer = _post(f"{url}/wechat?{query}", body)
@@ -268,11 +284,11 @@ def cmd_chat(args: argparse.Namespace) -> None:
         if line == ":quit":
             break
         if line == ":follow":
-            send(follower.event("subscribe"))
+            send(follower.event("subscribe"), "event")
         elif line == ":unfollow":
-            send(follower.event("unsubscribe"))
+            send(follower.event("unsubscribe"), "unfollow")
         elif line.startswith(":click "):
-            send(follower.event("CLICK", line.split(maxsplit=1)[1]))
+            send(follower.event("CLICK", line.split(maxsplit=1)[1]), "event")
         elif line == ":image":
             send(follower.xml("image", PicUrl="http://example.invalid/p.jpg", MediaId="m1"))
         else:

@@ -3,8 +3,13 @@
 `scrm up` runs it when no AppSecret is configured (nothing could reach WeChat anyway): it
 answers the calls the app makes (stable_token, customer-service and template messages,
 qrcode/create) as WeChat does, keeps every call, and lists what each follower was sent at
-`GET /sandbox/messages`, which `scrm chat` polls. So broadcasts, late replies, sister
-invitations and referral QR codes can be tried in the chat. The tests' fake WeChat API is
+`GET /sandbox/messages`, which `scrm chat` polls. It holds the app to WeChat's
+customer-service budget: `scrm chat` tells it of each message or event (`POST
+/sandbox/inbound`, as WeChat itself sees them pass), and a send to a follower is refused
+with 45015 outside 48 h of her last message (and a minute of her last follow, menu tap or
+scan) and with 45047 past 5 sends after a message or 3 after such an event. So
+broadcasts, late replies, sister invitations and referral QR codes can be tried in the
+chat as WeChat would let them through. The tests' fake WeChat API is
 this class with errcodes and delays to inject.
 """
 
@@ -12,6 +17,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +27,11 @@ from aiohttp import web
 KEEP_CALLS = 10_000  # a long dev session must not grow without bound
 DATA_FORMAT_ERROR = 47001  # WeChat: the body is not JSON it can read
 ACCESS_TOKEN_MISSING = 41001
+OUTSIDE_WINDOW, OVER_BUDGET = 45015, 45047
+# WeChat's numbers, written here on their own: the sandbox stands in for WeChat and must
+# not share the app's own count (bot/allowance.py), or it could not catch the app's errors.
+AFTER_MESSAGE = (5, 48 * 3600.0)
+AFTER_EVENT = (3, 60.0)
 # A \uXXXX escape of a non-ASCII character (not an escaped backslash before it): what
 # json.dumps writes for Chinese by default, and WeChat shows as it is.
 _ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u(?:00[89a-fA-F]|0[1-9a-fA-F][0-9a-fA-F]|"
@@ -50,12 +62,23 @@ def shown_text(body: dict[str, Any]) -> str:
 
 
 @dataclass
+class _Budget:
+    """One follower's customer-service budget as WeChat keeps it: [until, left] each."""
+
+    message: list[float] = field(default_factory=lambda: [0.0, 0])
+    event: list[float] = field(default_factory=lambda: [0.0, 0])
+
+
+@dataclass
 class WeChatSandbox:
     calls: list[Call] = field(default_factory=list)
     issued: int = 0
     valid_tokens: set[str] = field(default_factory=set)
     keep_calls: int | None = None  # None: keep all (tests count them)
     route_prefix: str = ""  # e.g. "/{door}": one URL prefix per caller, in tests
+    clock: Callable[[], float] = time.time
+    budgets: dict[str, _Budget] = field(default_factory=dict)
+    refusals: list[int] = field(default_factory=list)  # sends the budget refused, in order
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _url: str = ""
     _seq: int = 0
@@ -74,9 +97,54 @@ class WeChatSandbox:
         if self.keep_calls is not None and len(self.calls) > self.keep_calls:
             del self.calls[: len(self.calls) - self.keep_calls]
 
+    def heard(self, openid: str, kind: str = "message", at: float | None = None) -> None:
+        """A follower wrote ("message") or followed, tapped a menu or scanned ("event"):
+        WeChat opens her budget afresh."""
+        size, seconds = AFTER_EVENT if kind == "event" else AFTER_MESSAGE
+        when = self.clock() if at is None else at
+        budget = self.budgets.setdefault(openid, _Budget())
+        setattr(budget, "event" if kind == "event" else "message", [when + seconds, size])
+
+    def unfollowed(self, openid: str) -> None:
+        self.budgets.pop(openid, None)
+
+    def spend(self, body: dict[str, Any]) -> int:
+        """Count one customer-service send against the follower's budget: 0, 45015 when
+        no window is open, 45047 when the open ones are spent. Template messages do not
+        count."""
+        if "template_id" in body:
+            return 0
+        budget = self.budgets.get(str(body.get("touser")))
+        now = self.clock()
+        windows = [w for w in (budget.event, budget.message) if w[0] > now] if budget else []
+        if not windows:
+            self.refusals.append(OUTSIDE_WINDOW)
+            return OUTSIDE_WINDOW
+        for window in windows:  # the event's minute first: it ends first
+            if window[1] > 0:
+                window[1] -= 1
+                return 0
+        self.refusals.append(OVER_BUDGET)
+        return OVER_BUDGET
+
     async def answer_send(self, body: dict[str, Any], token: str) -> int:
-        """The errcode for a send: WeChat refuses an unknown access_token with 40001."""
-        return 0 if token in self.valid_tokens else 40001
+        """The errcode for a send: WeChat refuses an unknown access_token with 40001, then
+        a send beyond the follower's budget."""
+        return self.spend(body) if token in self.valid_tokens else 40001
+
+    async def inbound(self, request: web.Request) -> web.Response:
+        """`scrm chat` says what the follower just did, as WeChat would see it."""
+        try:
+            body = await request.json()
+            openid, kind = str(body["openid"]), str(body.get("kind", "message"))
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='{"openid": ..., "kind": "message"|"event"|'
+                                          '"unfollow"}') from None
+        if kind == "unfollow":
+            self.unfollowed(openid)
+        else:
+            self.heard(openid, kind)
+        return web.json_response({"ok": True})
 
     async def before_token(self) -> None:
         """Called between recording a token request and answering it (tests delay here)."""
@@ -153,6 +221,7 @@ class WeChatSandbox:
         app.router.add_post(f"{cgi}/message/template/send", self.custom_send)
         app.router.add_post(f"{cgi}/qrcode/create", self.qrcode_create)
         app.router.add_get("/sandbox/messages", self.messages)
+        app.router.add_post("/sandbox/inbound", self.inbound)
         return app
 
     async def start(self, port: int = 0) -> WeChatSandbox:

@@ -12,7 +12,8 @@ in place, for the process, without changing what any query returns:
   `{"$elemMatch": {"$eq": v}}`, or an array of values) reads only the candidates from the
   map, in natural order, and still applies the whole filter to each: the map only has to
   hold a superset of the matches, which is what keeps it simple to trust;
-- the cursor walks its cached result by position.
+- the cursor walks its cached result by position, and a query with a limit copies only
+  the documents it returns, not every match.
 
 A real MongoDB needs none of this; `tests/contract/test_embedded_index.py` compares
 indexed answers with brute-force ones over random operations.
@@ -21,7 +22,7 @@ indexed answers with brute-force ones over random operations.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import mongomock.collection
@@ -234,7 +235,23 @@ def install() -> None:
         self._emitted += 1
         return results[position]
 
+    def _compute_results(self: Any, with_limit_and_skip: bool = False) -> Any:
+        # The original copies every match before applying a limit: with one, stop early.
+        if not self._results or self._factory_last_generated_results != self._factory:
+            rows: Iterable[Any] = self._factory()
+            if self._limit:
+                rows = itertools.islice(rows, (self._skip or 0) + abs(self._limit))
+            if self.collection.codec_options.tz_aware:
+                rows = (_helpers.make_datetime_timezone_aware_in_document(x) for x in rows)
+            self._results = list(rows)
+            self._factory_last_generated_results = self._factory
+        if with_limit_and_skip:
+            results = self._results[self._skip:]
+            return results[:abs(self._limit)] if self._limit else results
+        return self._results
+
     coll_cls._iter_documents = _iter_documents
+    cursor_cls._compute_results = _compute_results
     coll_cls._ensure_uniques = _ensure_uniques
     store_cls.__setitem__ = __setitem__
     store_cls.__delitem__ = __delitem__

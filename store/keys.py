@@ -70,6 +70,10 @@ class Keys:
         """Flows the bot started for a member (an invitation); merged by her next turn."""
         return self._k("flow", profile_id, "inbox")
 
+    def allowance(self, address: str) -> str:
+        """A member's contact allowance on a channel (bot/allowance.py)."""
+        return self._k("allow", address)
+
     def send_rate(self, bucket: int = 0) -> str:
         """The next free send slot (microseconds, Redis clock) for the global send rate."""
         return self._k("rate", "send", str(bucket))

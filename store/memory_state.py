@@ -15,10 +15,10 @@ import copy
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from store.state import State, card_scopes
+from store.state import State, T, card_scopes
 
 
 class _Expiring:
@@ -293,10 +293,35 @@ class MemoryOutbox:
         return len(self._entries)
 
 
+class MemoryAllowances:
+    def __init__(self) -> None:
+        self._records: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def change(self, address: str,
+                     fn: Callable[[dict[str, Any] | None], tuple[dict[str, Any], T, float]]
+                     ) -> T:
+        entry = self._records.get(address)
+        current = entry[1] if entry is not None and entry[0] > time.time() else None
+        # A copy in, a copy stored: no caller holds a live reference (as with Redis).
+        record, out, until = fn(copy.deepcopy(current))
+        self._records[address] = (until, copy.deepcopy(record))
+        return out
+
+    async def get_many(self, addresses: list[str]) -> list[dict[str, Any] | None]:
+        now = time.time()
+        out: list[dict[str, Any] | None] = []
+        for a in addresses:
+            entry = self._records.get(a)
+            out.append(copy.deepcopy(entry[1]) if entry is not None and entry[0] > now
+                       else None)
+        return out
+
+
 def memory_state(*, dedupe_ttl: int = 300, rate_per_second: float = 1000.0) -> State:
     """A fresh state for one process (tests, tools)."""
     return State(dedupe=MemoryDedupe(dedupe_ttl), nonces=MemoryRequestNonces(),
                  order=MemoryFollowerOrder(),
                  tokens=MemoryTokenCache(), flows=MemoryFlowStates(), marks=MemorySendMarks(),
                  rate=MemorySendRate(rate_per_second), stops=MemoryCampaignStops(),
-                 matches=MemoryMatchIndex(), outbox=MemoryOutbox())
+                 matches=MemoryMatchIndex(), outbox=MemoryOutbox(),
+                 allowances=MemoryAllowances())

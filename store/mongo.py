@@ -152,6 +152,13 @@ class MongoProfiles:
         async for doc in self._col.find(query, {"_id": 1}).sort("_id", ASCENDING):
             yield str(doc["_id"])
 
+    async def fields_where(self, query: dict[str, Any], fields: list[str], limit: int = 0
+                           ) -> AsyncIterator[Profile]:
+        """Just `fields` of the profiles matching `query` (one scan, not one per id); at
+        most `limit` of them (0: all)."""
+        async for doc in self._col.find(query, {f: 1 for f in fields}, limit=limit):
+            yield cast(Profile, doc)
+
     async def get_many(self, ids: list[str]) -> list[Profile]:
         return cast(list[Profile],
                     await self._col.find({"_id": {"$in": ids}}).to_list(length=None))

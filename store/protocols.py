@@ -54,6 +54,9 @@ class ProfileRepo(Protocol):
 
     def ids_where(self, query: dict[str, Any]) -> AsyncIterator[str]: ...
 
+    def fields_where(self, query: dict[str, Any], fields: list[str], limit: int = 0
+                     ) -> AsyncIterator[Profile]: ...
+
     async def get_many(self, ids: list[str]) -> list[Profile]: ...
 
     async def tag_where(self, query: dict[str, Any], add: list[str], remove: list[str]

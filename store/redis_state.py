@@ -11,14 +11,14 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, WatchError
 
 from store.keys import Keys
-from store.state import State
+from store.state import State, T
 
 # Sets `done` to max(done, ticket) atomically: finishing out of order never moves it back.
 _MARK_DONE = """
@@ -257,6 +257,40 @@ class RedisCampaignStops:
         return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class RedisAllowances:
+    """One JSON value per address, changed with WATCH/MULTI: the change is computed in
+    Python (bot/allowance.py, one copy of the rule) and written only if nobody wrote the
+    key meanwhile; otherwise it runs again on the new value."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._r = redis
+        self._k = keys
+
+    async def change(self, address: str,
+                     fn: Callable[[dict[str, Any] | None], tuple[dict[str, Any], T, float]]
+                     ) -> T:
+        key = self._k.allowance(address)
+        async with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    record, out, until = fn(json.loads(raw) if raw else None)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, json.dumps(record, ensure_ascii=False),
+                             exat=max(int(until) + 1, int(time.time()) + 1))
+                    await pipe.execute()
+                    return out
+                except WatchError:
+                    continue  # another process changed it: compute again on its value
+
+    async def get_many(self, addresses: list[str]) -> list[dict[str, Any] | None]:
+        if not addresses:
+            return []
+        raws = await self._r.mget([self._k.allowance(a) for a in addresses])
+        return [json.loads(r) if r else None for r in raws]
+
+
 def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: int, rate_per_second: float) -> State:
     """The state of an app process, in the Redis every process shares."""
     from store.match_index import RedisMatchIndex
@@ -268,4 +302,4 @@ def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: int, rate_per_second: f
                  flows=RedisFlowStates(redis, keys), marks=RedisSendMarks(redis, keys),
                  rate=RedisSendRate(redis, keys, rate_per_second),
                  stops=RedisCampaignStops(redis, keys), matches=RedisMatchIndex(redis, keys),
-                 outbox=RedisOutbox(redis, keys))
+                 outbox=RedisOutbox(redis, keys), allowances=RedisAllowances(redis, keys))

@@ -1,6 +1,6 @@
 """The shared, short-lived state behind small Protocols: dedupe markers, per-follower order,
-tokens, journeys in progress, send marks and rates, campaign stop flags, the matching index
-and the outbox.
+tokens, journeys in progress, send marks and rates, campaign stop flags, the matching index,
+the outbox and contact allowances.
 
 Two implementations keep the same contract (tests/contract/test_state_contract.py): Redis
 (`store/redis_state.py`, `store/match_index.py`, `store/outbox.py`), shared by every app
@@ -10,9 +10,12 @@ need the core without a server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Dedupe(Protocol):
@@ -113,6 +116,21 @@ class CampaignStops(Protocol):
     async def reason(self, campaign_id: str) -> str | None: ...
 
 
+class Allowances(Protocol):
+    """Small JSON records per address, each changed atomically by whichever process
+    (a channel's contact allowance: bot/allowance.py)."""
+
+    async def change(self, address: str,
+                     fn: Callable[[dict[str, Any] | None], tuple[dict[str, Any], T, float]]
+                     ) -> T:
+        """Apply `fn` to the record as one step: it returns the new record, the result,
+        and the epoch time after which the record may be forgotten. `fn` may run more
+        than once (on a conflicting write), so it must not have side effects."""
+        ...
+
+    async def get_many(self, addresses: list[str]) -> list[dict[str, Any] | None]: ...
+
+
 class MatchIndex(Protocol):
     """Members open to sister matching, by birth-date ordinal, with what ranking needs."""
 
@@ -169,6 +187,7 @@ class State:
     stops: CampaignStops
     matches: MatchIndex
     outbox: Outbox
+    allowances: Allowances
 
 
 def card_scopes(card: dict[str, Any]) -> list[str]:

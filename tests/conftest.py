@@ -135,6 +135,9 @@ async def wechat_api() -> AsyncIterator[FakeWeChatAPI]:
     api = await FakeWeChatAPI().start()
     yield api
     await api.close()
+    # WeChat's budget rules hold in every test: the app never tries a customer-service
+    # send that WeChat would refuse as outside 48 h (45015) or beyond the budget (45047).
+    assert api.refusals == api.expected_refusals, "sends beyond a follower's budget"
 
 
 def make_settings(namespace: str, rasa_url: str, api_base: str = "http://127.0.0.1:9",
@@ -169,7 +172,15 @@ class AppHarness:
     def store(self) -> Any:
         return self.services.store
 
+    @property
+    def wechat(self) -> FakeWeChatAPI | None:
+        """The fake WeChat API this app calls, if the test started one."""
+        return FakeWeChatAPI.serving(self.services.settings.wechat.api_base)
+
     async def post_wechat(self, query: str, body: str) -> tuple[int, str]:
+        fake = self.wechat
+        if fake is not None:
+            fake.heard_xml(body)  # WeChat sees her message pass before the app does
         resp = await self.client.post(f"/wechat?{query}", data=body.encode())
         return resp.status, await resp.text()
 

@@ -178,7 +178,7 @@ async def open_services(
     wechat_api = WeChatAPI(session, settings.wechat.api_base, settings.wechat.app_id,
                            settings.wechat.app_secret or "", state.tokens)
     outlet = WeChatOutlet(settings.wechat, wechat_api, pool, keys.queue, state.marks, store,
-                          metrics)
+                          metrics, state.allowances)
     rasa = RasaClient(session, settings.rasa.url, settings.rasa.timeout_seconds)
     core = await build_core(settings, store, state, nlu=rasa, outlets=[outlet],
                             queue=ArqQueue(pool, keys.queue), qr=wechat_api, metrics=metrics,

@@ -228,7 +228,7 @@ class Orchestrator:
             self._metrics.late_replies.labels(msg.channel).inc()
             outlet = self._out.outlet(msg.channel)
             if outlet is not None:
-                await outlet.push(msg.sender, replies, keys)
+                await outlet.push(msg.sender, replies, keys, answering=msg.record_key)
 
         delivery = "none" if not replies else ("push" if late else "passive")
         await self._store.interactions.update(msg.record_key, {

@@ -3,10 +3,11 @@
 One pipeline for all three. A campaign is planned into one delivery per member (keyed
 `<campaign>:<member>`) and chunks of members; each chunk is a durable job that any app
 process may run. Before each send: the cancel/pause flag, an atomic claim of the delivery,
-unsubscribed, whether her channel can reach her (its contact window, else a mapped
-template message, else skipped), the monthly cap, quiet hours (the chunk is deferred,
-never dropped) and the global send rate. The channel's outcome decides the rest: a spent
-daily quota pauses the campaign until the next day; a closed window skips the member.
+unsubscribed, whether her channel can reach her (its contact window and her allowance of
+messages, else a mapped template message, else skipped with the reason), the monthly cap,
+quiet hours (the chunk is deferred, never dropped) and the global send rate. The channel's
+outcome decides the rest: a spent daily quota pauses the campaign until the next day; a
+closed window or a spent allowance skips the member.
 Progress and the final tally go to the marketer who confirmed it.
 """
 
@@ -15,10 +16,10 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from jinja2 import TemplateError
 
@@ -29,6 +30,7 @@ from bot.jobs import JobQueue
 from bot.marketing.polls import POLL_FLOW, poll_frame
 from bot.marketing.segments import SegmentError, compile_segment
 from bot.members.variables import MEMBER_VARS, member_context
+from bot.messages import Reply
 from bot.outlets import Delivery, Fallback, Outlet, recipient_of
 from bot.privacy import mask_name
 from bot.settings import MarketingSettings
@@ -37,6 +39,8 @@ from store.records import Profile, delivery_id, delivery_record_key, new_interac
 from store.state import CampaignStops, FlowStates, SendRate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+REACH_SAMPLE = 5000  # members in the window whose allowance a preview looks up, at most
 
 _MISSING = re.compile(r"'(\w+)' is undefined")
 LIVE = ["queued", "running", "paused"]
@@ -60,6 +64,17 @@ class FlowsAndTemplates(Protocol):
 
     @property
     def templates(self) -> TemplateLibrary: ...
+
+
+async def _batches(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:
+    batch: list[T] = []
+    async for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def monthly_path(month: str) -> str:
@@ -266,7 +281,7 @@ class Campaigns:
 
     async def send_chunk(self, bid: str, chunk: int, ids: list[str]) -> dict[str, int]:
         """Send one chunk's deliveries. Safe to run again: claimed ones are skipped."""
-        tally = {"sent": 0, "skipped": 0, "failed": 0}
+        tally = {"sent": 0, "skipped": 0, "failed": 0, "waiting": 0}
         doc = await self._store.campaigns.get(bid)
         if doc is None or doc["status"] != "running":
             return tally
@@ -380,29 +395,51 @@ class Campaigns:
                      content: dict[str, Any]) -> str:
         if not self._outlets:
             return "预计: 没有可发送的渠道，全部跳过。"
-        rules = self._outlets[0].rules  # the main channel's rules phrase the estimate
+        outlet = self._outlets[0]
+        rules = outlet.rules  # the main channel's rules phrase the estimate
         cap_path = monthly_path(self._calendar.month(now))
         count = self._store.profiles.count_where
         live = {"follow.state": {"$ne": "unsubscribed"}}
         under_cap = {cap_path: {"$not": {"$gte": self._cfg.monthly_cap}}}
         unsub = await count({"$and": [flt, {"follow.state": "unsubscribed"}]})
         capped = await count({"$and": [flt, live, {cap_path: {"$gte": self._cfg.monthly_cap}}]})
-        reachable = [flt, live, under_cap]
-        if rules.window is not None:
-            reachable.append({"last_seen": {"$gte": now - rules.window}})
-        in_window = await count({"$and": reachable})
-        outside = total - unsub - capped - in_window  # the rest: one scan fewer
         mapped = self._template_message(content) is not None
+        recent = [flt, live, under_cap]
+        if rules.window is not None:
+            recent.append({"last_seen": {"$gte": now - rules.window}})
+        # Only members seen within the window can have an allowance: ask the channel
+        # about those (a few, usually; past REACH_SAMPLE, the first so many, scaled up:
+        # it is an estimate, and the preview must stay quick), the rest are outside it.
+        seen = await count({"$and": recent})
+        ways = {"customer_service": 0, "template": 0, "no_budget": 0, "outside_window": 0}
+        asked = unaddressed = 0
+        found = self._store.profiles.fields_where({"$and": recent}, ["identities", "last_seen"],
+                                                  limit=REACH_SAMPLE)
+        async for batch in _batches(found, 1000):
+            tos = [to for p in batch if (to := outlet.recipient(p)) is not None]
+            asked, unaddressed = asked + len(batch), unaddressed + len(batch) - len(tos)
+            for route in await outlet.reach_many(tos, mapped, now):
+                ways[route.via if route.via in ways else (route.skip or "outside_window")] += 1
+        if asked and asked < seen:
+            scale = seen / asked
+            ways = {k: round(v * scale) for k, v in ways.items()}
+            unaddressed = seen - sum(ways.values())
+        outside = total - unsub - capped - seen  # never seen in the window: one scan fewer
+        if mapped:
+            ways["template"] += outside
+        else:
+            ways["outside_window"] += outside
         hours = f"{rules.window.total_seconds() / 3600:g} 小时外" if rules.window else "窗口外"
-        text = (f"预计: {rules.text_name} {in_window} · {rules.fallback_name} "
-                f"{outside if mapped else 0} · 跳过 "
-                f"{unsub + capped + (0 if mapped else outside)}（取关 {unsub}，本月已达 "
+        skipped = unsub + capped + ways["no_budget"] + ways["outside_window"] + unaddressed
+        text = (f"预计: {rules.text_name} {ways['customer_service']} · {rules.fallback_name} "
+                f"{ways['template']} · 跳过 {skipped}（取关 {unsub}，本月已达 "
                 f"{self._cfg.monthly_cap} 条 {capped}，{hours}"
-                f"{'' if mapped else '且无' + rules.fallback_name} {0 if mapped else outside}）")
+                f"{'' if mapped else '且无' + rules.fallback_name} {ways['outside_window']}，"
+                f"{rules.text_name}额度已用完 {ways['no_budget']}）")
         end = in_quiet_hours(self._calendar.local(now), self._cfg.quiet_window())
         if end is not None:
             text += f"\n现在是免打扰时段（{self._cfg.quiet_hours}），将于 {end:%H:%M} 开始发送。"
-        if in_window > rules.text_daily or (mapped and outside > rules.fallback_daily):
+        if ways["customer_service"] > rules.text_daily or ways["template"] > rules.fallback_daily:
             text += "\n注意: 超过每日接口额度，发送会在额度用完时暂停、次日继续。"
         return text
 
@@ -475,12 +512,26 @@ class Campaigns:
             fallback = self._fallback(content, profile, today)
         except (CampaignError, TemplateError, TemplateProblem) as e:
             return await skip(f"render: {e}"[:80])
-        if outlet.reach(to, fallback is not None, now) is None:
-            return await skip("outside_window")
+        (route,) = await outlet.reach_many([to], fallback is not None, now)
+        # A life-stage moment is hers once ever: with her allowance spent it waits for her
+        # next message rather than being lost. A broadcast is skipped (it would be stale).
+        waits = route.skip == "no_budget" and doc.get("kind") == "mot"
+        if route.via is None and not waits:
+            return await skip(route.skip or "outside_window")
         cap_path = monthly_path(self._calendar.month(now))
         if not await self._store.profiles.reserve(profile["_id"], cap_path, 1,
                                                   self._cfg.monthly_cap):
             return await skip("monthly_cap")
+        if waits:
+            if await camp.claim(key, now) is None:
+                await self._store.profiles.release(profile["_id"], cap_path, 1)
+                return "settled"
+            await self._record(profile, outlet.channel, key, text, "push", doc["_id"],
+                               outcome="waiting")
+            await outlet.push(to.address, [Reply(kind="text", text=text)],
+                              [delivery_record_key(key)])
+            await camp.finish(key, "waiting", {"at": now})
+            return "waiting"
         await self._rate.acquire()
         stop = await self._stops.reason(doc["_id"])
         if stop:
@@ -502,9 +553,9 @@ class Campaigns:
             await self._store.profiles.release(profile["_id"], cap_path, 1)
             await self._pause(doc)
             return "paused"
-        if result.outcome is Delivery.WINDOW_CLOSED:
+        if result.outcome in (Delivery.WINDOW_CLOSED, Delivery.NO_BUDGET):
             await self._store.profiles.release(profile["_id"], cap_path, 1)
-            await camp.finish(key, "skipped", {"reason": "window_closed", "at": now})
+            await camp.finish(key, "skipped", {"reason": result.outcome.value, "at": now})
             return "skipped"
         if result.outcome is not Delivery.SENT:
             await self._store.profiles.release(profile["_id"], cap_path, 1)
@@ -519,10 +570,10 @@ class Campaigns:
         return "sent"
 
     async def _record(self, profile: Profile, channel: str, key: str, text: str, via: str,
-                      bid: str) -> None:
+                      bid: str, outcome: str = "sent") -> None:
         record = new_interaction(profile["_id"], channel, "out", "text", text,
                                  {"broadcast": bid}, self.clock())
-        record.update({"outcome": "sent", "dedupe_key": delivery_record_key(key),
+        record.update({"outcome": outcome, "dedupe_key": delivery_record_key(key),
                        "delivery": via})
         await self._store.interactions.add(record)
         await self._store.profiles.count_outbound(profile["_id"], 1)
@@ -575,8 +626,8 @@ class Campaigns:
 
     @staticmethod
     def _tally_text(tally: dict[str, int]) -> str:
-        names = {"sent": "已发送", "queued": "排队中", "sending": "发送中", "failed": "失败",
-                 "skipped": "跳过"}
+        names = {"sent": "已发送", "waiting": "等她下次留言后发送", "queued": "排队中",
+                 "sending": "发送中", "failed": "失败", "skipped": "跳过"}
         parts = [f"{names[k]} {tally[k]}" for k in names if tally.get(k)]
         reasons = [f"{k.split(':', 1)[1]} {v}" for k, v in sorted(tally.items()) if ":" in k]
         text = " · ".join(parts) or "尚无发送记录"

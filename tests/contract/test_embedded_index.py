@@ -168,9 +168,14 @@ def test_indexed_answers_equal_scans(seed: int) -> None:
 def test_cursor_skip_and_limit(n: int, skip: int, limit: int) -> None:
     coll = mongomock.MongoClient().db.c
     if n:
-        coll.insert_many([{"_id": i} for i in range(n)])
+        coll.insert_many([{"_id": i, "odd": i % 2 == 1} for i in range(n)])
     rows = [d["_id"] for d in coll.find().skip(skip).limit(limit)]
     expected = list(range(n))[skip:]
     if limit:
         expected = expected[:abs(limit)]
     assert rows == expected
+    # Sorted, filtered and projected, with the limit given to find() itself.
+    odd = [d["_id"] for d in coll.find({"odd": True}, {"_id": 1}, skip=skip,
+                                       limit=limit).sort("_id", -1)]
+    want = [i for i in reversed(range(n)) if i % 2][skip:]
+    assert odd == (want[:abs(limit)] if limit else want)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from bot.allowance import ContactAllowance, Grant
 from store.keys import Keys
 from store.memory_state import memory_state
 from store.redis_state import redis_state
@@ -203,3 +204,23 @@ async def test_outbox_keeps_arrival_order_until_done(state):
     await box.done(pending[0][0])
     assert [e["msg"]["n"] for _, e in await box.pending(1)] == [1]
     assert await box.size() == 2
+
+
+# -- contact allowances ---------------------------------------------------------------------
+async def test_allowance_changes_are_atomic_across_concurrent_callers(state):
+    """Twenty callers take from a budget of 5 at once (as sends in several processes do):
+    exactly five get one, and the record says none is left."""
+    allowance = ContactAllowance(state.allowances, {"message": Grant(5, 3600)})
+    await allowance.heard("wechat:wx:o1", "message")
+    taken = await asyncio.gather(*(allowance.take("wechat:wx:o1") for _ in range(20)))
+    assert taken.count("message") == 5 and taken.count(None) == 15
+    assert await allowance.status(["wechat:wx:o1", "wechat:wx:nobody"]) == [(True, 0),
+                                                                           (False, 0)]
+
+
+async def test_allowance_records_expire_with_their_last_grant(state):
+    allowance = ContactAllowance(state.allowances, {"event": Grant(3, 1)})
+    await allowance.heard("wechat:wx:o2", "event")
+    assert await allowance.status(["wechat:wx:o2"]) == [(True, 3)]
+    await asyncio.sleep(2.2)  # past the grant, and the record's own expiry
+    assert await state.allowances.get_many(["wechat:wx:o2"]) == [None]

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from bot.messages import Reply
 from store.keys import Keys
 from store.records import new_interaction
-from store.redis_state import RedisSendMarks, RedisTokenCache
+from store.redis_state import RedisAllowances, RedisSendMarks, RedisTokenCache
 from tests.conftest import closed_port_url, make_settings
 from webhooks.wechat.api import WeChatAPI, WeChatTransportError
 from webhooks.wechat.outlet import WeChatOutlet
@@ -57,6 +57,7 @@ async def test_invalid_token_is_refreshed_once_and_the_call_retried_once(
         session, wechat_api, redis, namespace):
     api = api_for(session, wechat_api, redis, namespace)
     await api.access_token()
+    wechat_api.heard("o")  # she wrote: WeChat lets the account answer her
     wechat_api.valid_tokens.clear()  # WeChat no longer accepts TOKEN-1
     data = await api.send_custom({"touser": "o", "msgtype": "text", "text": {"content": "x"}})
     assert data["errcode"] == 0
@@ -89,21 +90,28 @@ async def test_job_rerun_never_sends_twice_and_records_outcomes(
     store = await MongoStore.open(None, "late")
     outlet = WeChatOutlet(WeChatSettings(token="tok", app_id="wx-app"),
                           api_for(session, wechat_api, redis, namespace), None,  # type: ignore[arg-type]
-                          namespace, RedisSendMarks(redis, Keys(namespace)), store, Metrics())
-    replies = [Reply(kind="text", text="one").model_dump(mode="json"),
-               Reply(kind="text", text="two").model_dump(mode="json")]
-    for key in ("k:0", "k:1"):
+                          namespace, RedisSendMarks(redis, Keys(namespace)), store, Metrics(),
+                          RedisAllowances(redis, Keys(namespace)))
+    replies = [Reply(kind="text", text=t).model_dump(mode="json") for t in ("one", "two",
+                                                                             "three")]
+    keys = ["k:0", "k:1", "k:2"]
+    for key in keys:
         await store.interactions.add(interaction(key))
-    wechat_api.send_errcodes[:] = [0, 45015]  # the second is outside the 48 h window
-    tally = await outlet.send_late({}, "o_job", replies, ["k:0", "k:1"])
-    assert tally == {"sent": 1, "failed": 1, "skipped": 0}
-    again = await outlet.send_late({}, "o_job", replies, ["k:0", "k:1"])
-    assert again == {"sent": 0, "failed": 0, "skipped": 2}
-    assert [c.body["text"]["content"] for c in wechat_api.sends()] == ["one", "two"]
+    wechat_api.heard("o_job")
+    await outlet.budget.heard(outlet.address("o_job"), "message")
+    wechat_api.send_errcodes[:] = [0, 40003, 45015]  # a bad openid; then outside 48 h
+    tally = await outlet.send_late({}, "o_job", replies, keys)
+    assert tally == {"sent": 1, "failed": 1, "skipped": 0, "waiting": 1}
+    again = await outlet.send_late({}, "o_job", replies, keys)
+    # Sent and failed ones are never tried again; the one WeChat held back still waits
+    # for her next message (45015: the app believes WeChat over its own count).
+    assert again == {"sent": 0, "failed": 0, "skipped": 2, "waiting": 1}
+    assert [c.body["text"]["content"] for c in wechat_api.sends()] == ["one", "two", "three"]
     # The records say what happened, in the core's words.
     assert (await store.interactions.get("k:0"))["outcome"] == "sent"
     second = await store.interactions.get("k:1")
-    assert second["outcome"] == "window_closed" and second["code"] == 45015
+    assert second["outcome"] == "failed" and second["code"] == 40003
+    assert (await store.interactions.get("k:2"))["outcome"] == "waiting"
 
 
 async def test_late_job_is_finished_by_another_instance(start_app, namespace, wechat_api):
@@ -111,6 +119,8 @@ async def test_late_job_is_finished_by_another_instance(start_app, namespace, we
     settings = make_settings(namespace, closed_port_url(), wechat_api.url)
     a = await start_app(settings, run_worker=False)
     msg_follower = "o_durable"
+    wechat_api.heard(msg_follower)
+    await a.services.wechat.budget.heard(a.services.wechat.address(msg_follower), "message")
     from bot.messages import InboundMessage
 
     msg = InboundMessage(channel="wechat", app_id="wx", sender=msg_follower, kind="text",

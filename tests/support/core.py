@@ -30,6 +30,7 @@ from scrm.sandbox import shown_text
 from store.memory_state import MemorySendMarks, memory_state
 from store.mongo import MongoStore
 from store.records import Profile
+from store.state import Allowances
 from tests.conftest import APP_ID, ROOT, SENT_TEXTS, make_settings
 from tests.support.fake_wechat import FakeWeChatAPI
 from webhooks.config import Settings
@@ -96,12 +97,19 @@ class InProcessOutlet(WeChatOutlet):
     """The app's WeChat outlet (its window, template and errcode rules), whose pushes run
     at once instead of as an arq job: the job's own code, without Redis."""
 
-    def __init__(self, settings: WeChatSettings, api: InProcessAPI, store: MongoStore) -> None:
+    def __init__(self, settings: WeChatSettings, api: InProcessAPI, store: MongoStore,
+                 allowances: Allowances) -> None:
         super().__init__(settings, api, None, "core", MemorySendMarks(), store,  # type: ignore[arg-type]
-                         Metrics())
+                         Metrics(), allowances)
 
-    async def push(self, address: str, replies: list[Reply], keys: list[str]) -> None:
-        await self.send_late({}, address, [r.model_dump(mode="json") for r in replies], keys)
+    async def push(self, address: str, replies: list[Reply], keys: list[str],
+                   answering: str | None = None) -> None:
+        await self.send_late({}, address, [r.model_dump(mode="json") for r in replies], keys,
+                             answering)
+
+    async def _enqueue(self, address: str, replies: list[dict[str, Any]], keys: list[str],
+                       answering: str | None, first: str, defer: float | None = None) -> None:
+        await self.send_late({}, address, replies, keys, answering)
 
 
 @dataclass
@@ -157,8 +165,9 @@ class CoreHarness:
     """The core, and a follower's-eye way to talk to it."""
 
     def __init__(self, core: Core, wechat: FakeWeChatAPI, queue: MemoryQueue,
-                 nlu: ExampleNlu) -> None:
+                 nlu: ExampleNlu, outlet: InProcessOutlet) -> None:
         self.core = core
+        self.outlet = outlet
         self.store = core.store
         self.wechat = wechat
         self.queue = queue
@@ -177,10 +186,17 @@ class CoreHarness:
                               event=event, event_key=event_key)
 
     async def send(self, msg: InboundMessage) -> list[Reply]:
+        outlet = self.outlet if msg.channel == "wechat" else None
+        if outlet is not None:
+            # As WeChat and the WeChat channel do: her budget opens, one send held.
+            self.wechat.heard_xml(_as_xml(msg))
+            await outlet.heard(msg)
         turn = self.core.orchestrator.start(msg)
         replies = await turn.answer(5.0)
         assert turn.task is not None
         await turn.task  # its records are written too
+        if outlet is not None and replies is not None:
+            await outlet.answered(msg)
         return replies or []
 
     async def say(self, openid: str, text: str, channel: str = "wechat") -> str:
@@ -208,7 +224,16 @@ async def core_harness(**sections: dict[str, Any]) -> CoreHarness:
     store = await MongoStore.open(None, f"core_{uuid.uuid4().hex[:8]}")
     wechat, queue, nlu = FakeWeChatAPI(), MemoryQueue(), ExampleNlu()
     api = InProcessAPI(wechat)
-    core = await build_core(cfg, store, memory_state(), nlu=nlu,
-                            outlets=[InProcessOutlet(cfg.wechat, api, store)], queue=queue,
+    state = memory_state()
+    outlet = InProcessOutlet(cfg.wechat, api, store, state.allowances)
+    core = await build_core(cfg, store, state, nlu=nlu, outlets=[outlet], queue=queue,
                             qr=api, metrics=Metrics(), staff=staff_of(cfg))
-    return CoreHarness(core, wechat, queue, nlu)
+    return CoreHarness(core, wechat, queue, nlu, outlet)
+
+
+def _as_xml(msg: InboundMessage) -> str:
+    """The message as WeChat relays it, for the fake's count of her budget."""
+    kind = "event" if msg.kind == "event" else "text"
+    event = f"<Event>{msg.event}</Event>" if msg.event else ""
+    return (f"<xml><FromUserName>{msg.sender}</FromUserName><MsgType>{kind}</MsgType>"
+            f"{event}</xml>")

@@ -46,8 +46,26 @@ def member_doc(i: int, *, city: str = "上海", tags: list[str] | None = None,
 
 
 async def seed(app, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Members as if they had lived: stored, and those who wrote within WeChat's 48 h hold
+    the budget her last message opened, in WeChat (the fake) and in the app's count."""
     await app.store._db["profiles"].insert_many([dict(d) for d in docs])
+    await wrote(app, docs)
     return docs
+
+
+async def wrote(app, docs: list[dict[str, Any]]) -> None:
+    """Each of them wrote at her `last_seen` (if within 48 h): her budget is open."""
+    now = datetime.now(UTC)
+    outlet = app.services.wechat if hasattr(app, "services") else app.outlet
+    fake = app.wechat
+    for d in docs:
+        seen = d.get("last_seen")
+        if seen is None or seen.replace(tzinfo=UTC) < now - timedelta(hours=48):
+            continue
+        for ident in d.get("identities", []):
+            if fake is not None:
+                fake.heard(ident["openid"], at=seen.replace(tzinfo=UTC).timestamp())
+            await outlet.budget.heard(outlet.address(ident["openid"]), "message")
 
 
 async def boss(app) -> Chat:

@@ -78,7 +78,7 @@ async def test_a_broadcast_from_preview_to_tally_with_every_skip_reason(core):
     # Nobody twice: the same chunk run again sends nothing.
     ids = sorted(d["_id"] for d in docs)
     assert await core.core.campaigns.send_chunk(bid, 0, ids) == {
-        "sent": 0, "skipped": 0, "failed": 0}
+        "sent": 0, "skipped": 0, "failed": 0, "waiting": 0}
     assert len(core.wechat.delivered()) == len(sent) + len(core.texts_to(BOSS))
 
 

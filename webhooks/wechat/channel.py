@@ -143,16 +143,23 @@ class WeChatChannel:
             self._metrics.dedupe_hits.labels(self.name).inc()
             earlier = await self._dedupe.wait_result(msg.dedupe_key, remaining)
             return earlier if earlier is not None else SUCCESS
+        # Her budget of customer-service messages opens now, one held for this turn.
+        await self._outlet.heard(msg)
         turn = self._orchestrator.start(msg, received)
         replies = await turn.answer(self._budget - (time.monotonic() - received))
         if not replies:
+            if replies is not None:
+                await self._outlet.answered(msg)  # nothing to say: nothing held
             await self._dedupe.publish(msg.dedupe_key, SUCCESS)
-            return SUCCESS
+            return SUCCESS  # or late: the orchestrator pushes it with the held send
         first, rest = replies[0], replies[1:]
         plain = passive_xml(first, msg.sender, str(msg.payload.get("account", "")))
         await self._dedupe.publish(msg.dedupe_key, plain)
         if rest:
-            # A passive reply carries one message; the others follow by customer service.
+            # A passive reply carries one message; the others follow by customer service,
+            # the first of them with the send this turn held.
             keys = [reply_key(msg.record_key, i) for i in range(1, len(replies))]
-            await self._outlet.push(msg.sender, rest, keys)
+            await self._outlet.push(msg.sender, rest, keys, answering=msg.record_key)
+        else:
+            await self._outlet.answered(msg)
         return plain
