@@ -54,7 +54,8 @@ def profiles(n: int, today: date, rng: random.Random) -> list[dict]:
             "fields": {"nickname": f"姐妹{i}", "city": city, "province": province,
                        key: date.fromordinal(today.toordinal() + offset).isoformat()},
             "member": {"id": f"M{i:06d}"},
-            "consents": {"matching": {"accepted": rng.random() < 0.8}},
+            "consents": {"matching": {"accepted": rng.random() < 0.8},
+                         "privacy": {"accepted": True}},
         })
     return out
 

@@ -35,6 +35,7 @@ from bot.members.referrals import QrIssuer, Referrals
 from bot.members.variables import MEMBER_VARS
 from bot.metrics import Metrics
 from bot.outlets import Outlet
+from bot.rights.actions import ERASE_JOB, DataRights
 from bot.settings import BotSettings
 from bot.sisters.actions import FEEDBACK_JOB, SisterActions, SisterFeedback
 from bot.sisters.matching import Matcher
@@ -43,9 +44,10 @@ from store.state import State
 
 # The classes whose `@step_action` methods the flows may call: their names are the flows'
 # known actions, for the running app and for `scrm flows check` alike.
-ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions)
+ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions, DataRights)
 ACTION_NAMES: Final = action_names(*ACTION_PROVIDERS)
 STAGE_REFRESH_AT: Final = time(0, 5)  # brand time: every member's life stage, daily
+RETENTION_AT: Final = time(3, 30)  # brand time: old texts stripped, long-gone followers erased
 
 
 def flow_registry(settings: BotSettings) -> FlowRegistry:
@@ -84,6 +86,7 @@ class Core:
     stages: LifeStages
     matcher: Matcher
     outbound: Outbound
+    rights: DataRights
     engine: FlowEngine
     feedback: SisterFeedback
     campaigns: Campaigns
@@ -96,13 +99,15 @@ class Core:
         """Durable jobs by the name they are queued under."""
         return {FEEDBACK_JOB: self.feedback.ask, "campaign_plan": self.campaigns.plan,
                 "campaign_send": self.campaigns.send_chunk,
-                "campaign_resume": self.campaigns.resume}
+                "campaign_resume": self.campaigns.resume,
+                ERASE_JOB: self.rights.erase_when_due}
 
     @property
     def crons(self) -> Sequence[Cron]:
         return [Cron("life-stages", self.stages.refresh_all, STAGE_REFRESH_AT),
                 Cron("moments", self.campaigns.run_moments,
-                     time(self.settings.marketing.mot_hour, 10))]
+                     time(self.settings.marketing.mot_hour, 10)),
+                Cron("retention", self.rights.daily_retention, RETENTION_AT)]
 
 
 async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: Nlu,
@@ -117,10 +122,11 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
     matcher = Matcher(state.matches, settings.matching)
     flows = flow_registry(settings)
     outbound = Outbound(store, flows, outlets, settings.app.default_lang)
+    sisters = SisterActions(store, matcher, settings.members, outbound, queue)
+    rights = DataRights(store, state, settings.members, calendar, stages, sisters, queue)
     actions = actions_of([
         MemberActions(store, points, settings.members, referrals, stages, [matcher]),
-        SisterActions(store, matcher, settings.members, outbound, queue),
-        PollActions(store, points, settings.marketing),
+        sisters, PollActions(store, points, settings.marketing), rights,
     ])
     engine = FlowEngine(flows, state.flows, actions, awarder=points, profiles=store.profiles,
                         notifier=outbound, calendar=calendar,
@@ -129,7 +135,7 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
                           calendar, settings.app.default_lang, state.stops, state.rate,
                           state.flows, queue, notify=outbound.notify_text, outlets=outlets)
     commands = Commands(store, campaigns, points, Audit(store), staff.admins,
-                        settings.marketing.grant_daily_cap, calendar)
+                        settings.marketing.grant_daily_cap, calendar, rights)
     orchestrator = Orchestrator(
         store=store, nlu=nlu, engine=engine, calendar=calendar, outbound=outbound,
         order=state.order, outbox=state.outbox, metrics=metrics, commands=commands,
@@ -137,7 +143,7 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
         testers=staff.testers, max_text=settings.app.max_text_chars)
     return Core(settings=settings, calendar=calendar, store=store, state=state, flows=flows,
                 points=points, referrals=referrals, stages=stages, matcher=matcher,
-                outbound=outbound, engine=engine,
+                outbound=outbound, engine=engine, rights=rights,
                 feedback=SisterFeedback(store, matcher, engine), campaigns=campaigns,
                 commands=commands, orchestrator=orchestrator,
                 executor=action_executor(engine, calendar))

@@ -125,11 +125,24 @@ class PointsSettings(Strict):
         return v
 
 
+class RetentionSettings(Strict):
+    """How long member data is kept (PIPL: no longer than needed). None: kept."""
+
+    interaction_text_days: int | None = Field(365, ge=1)  # then type and outcome only
+    unfollowed_days: int | None = Field(180, ge=1)  # unfollowed, never joined: erased
+
+
 class MembersSettings(Strict):
     privacy_policy_version: str = "2026-11"
     nlu_threshold: float = Field(0.55, ge=0, le=1)
     # Who sees draft flows (openids; a profile tagged "tester" does too).
     testers: list[str] = Field(default_factory=list)
+    # Data rights: where a member opens her export link, how long it lives, how long a
+    # deletion request can still be cancelled.
+    public_url: str = "http://127.0.0.1:8080"
+    export_minutes: int = Field(30, ge=1, le=1440)
+    erasure_cooling_days: int = Field(7, ge=0, le=90)
+    retention: RetentionSettings = RetentionSettings()
 
 
 class MatchWeights(Strict):

@@ -300,25 +300,71 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def _admin(settings: Settings, url: str | None, method: str, path: str,
-           timeout: float = 30) -> tuple[int, Any]:
+           timeout: float = 30, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     """Call the running server's admin API: (HTTP status, JSON body). Exits if unreachable."""
     base = url or f"http://127.0.0.1:{settings.app.port}"
     if not settings.admin.token:
         sys.exit("scrm: SCRM_ADMIN_TOKEN is not set; the admin API refuses every call")
+    data = json.dumps(body, ensure_ascii=False).encode() if body is not None else (
+        b"" if method == "POST" else None)
     req = urllib.request.Request(  # noqa: S310 - the operator's own server
-        f"{base}{path}", data=b"" if method == "POST" else None, method=method,
-        headers={"Authorization": f"Bearer {settings.admin.token}"})
+        f"{base}{path}", data=data, method=method,
+        headers={"Authorization": f"Bearer {settings.admin.token}",
+                 "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             return int(resp.status), json.loads(resp.read())
     except urllib.error.HTTPError as e:
-        body = e.read()
+        raw = e.read()
         try:
-            return e.code, json.loads(body)
+            return e.code, json.loads(raw)
         except ValueError:
-            return e.code, {"error": body.decode(errors="replace")[:200] or f"HTTP {e.code}"}
+            return e.code, {"error": raw.decode(errors="replace")[:200] or f"HTTP {e.code}"}
     except urllib.error.URLError as e:
         sys.exit(f"scrm: cannot reach {base}: {e.reason} (is the server running?)")
+
+
+def cmd_member_export(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    who = urllib.parse.quote(args.who, safe="")
+    status, data = _admin(settings, args.url, "GET", f"/admin/api/members/{who}/export")
+    if status != 200:
+        sys.exit(f"scrm: {data.get('error', f'HTTP {status}')}")
+    text = json.dumps(data, ensure_ascii=False, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.out}: {len(data.get('messages', []))} messages, "
+              f"{len(data.get('records in every collection', {}))} collections "
+              "(unmasked: her data, for her; keep it safe)", file=sys.stderr)
+    else:
+        print(text)
+
+
+def cmd_member_erase(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    who = urllib.parse.quote(args.who, safe="")
+    status, data = _admin(settings, args.url, "POST", f"/admin/api/members/{who}/erase",
+                          body={"reason": args.reason, "now": args.now})
+    if status != 200:
+        sys.exit(f"scrm: {data.get('error', f'HTTP {status}')}")
+    if "due" in data:
+        print(f"erasure scheduled for {data['due']} (cooling-off; the member can still "
+              "send 取消注销); --now erases at once")
+    else:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(data["erased"].items()) if v)
+        print(f"erased: {parts}")
+
+
+def cmd_retention(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    path = "/admin/api/retention" + ("?dry_run=1" if args.dry_run else "")
+    status, data = _admin(settings, args.url, "POST", path, timeout=600)
+    if status != 200:
+        sys.exit(f"scrm: {data.get('error', f'HTTP {status}')}")
+    verb = "would strip" if args.dry_run else "stripped"
+    gone = "would erase" if args.dry_run else "erased"
+    print(f"{verb} the text of {data['texts']} old interactions; {gone} {data['erased']} "
+          "followers who unfollowed and never joined")
 
 
 def printable(text: str) -> str:
@@ -518,6 +564,25 @@ def main(argv: list[str] | None = None) -> None:
     pcheck.add_argument("--repair", action="store_true", help="set balances to ledger sums")
     pcheck.add_argument("--url", default=None)
     pcheck.set_defaults(func=cmd_points_check)
+
+    member = sub.add_parser("member", help="a member's data: export, erasure (PIPL)")
+    msub = member.add_subparsers(dest="mcmd", required=True)
+    mexport = msub.add_parser("export", help="everything about one member, as JSON (audited)")
+    mexport.add_argument("who", help="openid, member id (M…), mobile or profile id")
+    mexport.add_argument("--out", default=None, help="write to this file (UTF-8)")
+    mexport.add_argument("--url", default=None)
+    mexport.set_defaults(func=cmd_member_export)
+    merase = msub.add_parser("erase", help="erase a member after the cooling-off period")
+    merase.add_argument("who", help="openid, member id (M…), mobile or profile id")
+    merase.add_argument("--reason", required=True, help="why (kept on the tombstone)")
+    merase.add_argument("--now", action="store_true", help="no cooling-off: erase at once")
+    merase.add_argument("--url", default=None)
+    merase.set_defaults(func=cmd_member_erase)
+
+    retention = sub.add_parser("retention", help="strip old texts, erase long-gone followers")
+    retention.add_argument("--dry-run", action="store_true", help="only say what it would do")
+    retention.add_argument("--url", default=None)
+    retention.set_defaults(func=cmd_retention)
 
     args = parser.parse_args(argv)
     args.func(args)

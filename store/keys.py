@@ -8,10 +8,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Every key family (the part after the namespace), and what a member's export and erasure
+# do with it (store/state.py Traces). A test fails on a family the app writes that is not
+# listed here.
+FAMILIES: dict[str, str] = {
+    "dedupe": "erased: markers named by her message",
+    "result": "erased: the first answer to her message, for WeChat's retries",
+    "nonce": "nothing of hers (a request digest)",
+    "order": "erased: her message order",
+    "token": "nothing of hers (the access_token)",
+    "lock": "nothing of hers",
+    "sent": "erased: send marks named by her messages",
+    "flow": "exported and erased: her journey and inbox; others' frames that name her",
+    "match": "exported and erased: her card, her place in the index, others' 'seen' of her",
+    "allow": "exported and erased: her customer-service budget and the pushes waiting",
+    "rate": "nothing of hers",
+    "link": "erased: her open export links",
+    "campaign": "nothing of hers (stop flags)",
+    "outbox": "exported and erased: her messages kept while the database was down",
+    "jobs": "erased: queued jobs that carry her content (the queue entry too)",
+    "arq": "erased: arq's own records of her jobs",
+}
+
 
 @dataclass(frozen=True)
 class Keys:
     namespace: str = "scrm"
+
+    def family(self, key: str) -> str:
+        """The family of a key this deployment wrote (arq's own keys are "arq")."""
+        if key.startswith("arq:"):
+            return "arq"
+        return key.removeprefix(f"{self.namespace}:").split(":", 1)[0]
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
@@ -73,6 +101,10 @@ class Keys:
     def allowance(self, address: str) -> str:
         """A member's contact allowance on a channel (bot/allowance.py)."""
         return self._k("allow", address)
+
+    def link(self, nonce: str) -> str:
+        """What a single-use link (a member's export) opens; gone once opened."""
+        return self._k("link", nonce)
 
     def send_rate(self, bucket: int = 0) -> str:
         """The next free send slot (microseconds, Redis clock) for the global send rate."""

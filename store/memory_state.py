@@ -13,6 +13,7 @@ import bisect
 import contextlib
 import copy
 import itertools
+import json
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -317,11 +318,82 @@ class MemoryAllowances:
         return out
 
 
+class MemoryOneTimeLinks:
+    def __init__(self) -> None:
+        self._values = _Expiring()
+
+    async def put(self, nonce: str, value: str, ttl_seconds: int) -> None:
+        self._values.set(nonce, value, ttl_seconds)
+
+    async def take(self, nonce: str) -> str | None:
+        value = self._values.get(nonce)
+        self._values.delete(nonce)
+        return value if value is None else str(value)
+
+
+class MemoryTraces:
+    """Traces (store/state.py) over every container the other memory parts hold, with the
+    Redis rule: an entry keyed by her goes; in a list or set, an element that names her
+    goes; any other value that names her goes whole."""
+
+    def __init__(self, parts: list[object]) -> None:
+        self._parts = parts
+
+    @staticmethod
+    def _names(value: Any, needles: list[str]) -> bool:
+        blob = json.dumps(value, default=str, ensure_ascii=False)
+        return any(n in blob for n in needles)
+
+    def _containers(self) -> list[tuple[str, dict[Any, Any]]]:
+        out = []
+        for part in self._parts:
+            family = type(part).__name__.removeprefix("Memory")
+            for value in vars(part).values():
+                if isinstance(value, _Expiring):
+                    value = value._data
+                if isinstance(value, dict):
+                    out.append((family, value))
+        return out
+
+    def _walk(self, needles: list[str], erase: bool) -> tuple[dict[str, list[Any]], int]:
+        found: dict[str, list[Any]] = {}
+        gone = 0
+        needles = [n for n in needles if n]
+        for family, table in self._containers():
+            for key in list(table):
+                value = table[key]
+                if self._names(key, needles):
+                    hits = [key]
+                elif isinstance(value, list | set):
+                    hits = [e for e in value if self._names(e, needles)]
+                    if hits and erase:
+                        kept = [e for e in value if e not in hits]
+                        table[key] = set(kept) if isinstance(value, set) else kept
+                        gone += len(hits)
+                    found.setdefault(family, []).extend(hits)
+                    continue
+                else:
+                    hits = [key] if self._names(value, needles) else []
+                if hits:
+                    found.setdefault(family, []).append(value)
+                    if erase:
+                        del table[key]
+                        gone += 1
+        return found, gone
+
+    async def find(self, needles: list[str]) -> dict[str, list[Any]]:
+        return self._walk(needles, erase=False)[0]
+
+    async def erase(self, needles: list[str]) -> int:
+        return self._walk(needles, erase=True)[1]
+
+
 def memory_state(*, dedupe_ttl: int = 300, rate_per_second: float = 1000.0) -> State:
     """A fresh state for one process (tests, tools)."""
-    return State(dedupe=MemoryDedupe(dedupe_ttl), nonces=MemoryRequestNonces(),
+    parts = dict(dedupe=MemoryDedupe(dedupe_ttl), nonces=MemoryRequestNonces(),
                  order=MemoryFollowerOrder(),
                  tokens=MemoryTokenCache(), flows=MemoryFlowStates(), marks=MemorySendMarks(),
                  rate=MemorySendRate(rate_per_second), stops=MemoryCampaignStops(),
                  matches=MemoryMatchIndex(), outbox=MemoryOutbox(),
-                 allowances=MemoryAllowances())
+                 allowances=MemoryAllowances(), links=MemoryOneTimeLinks())
+    return State(**parts, traces=MemoryTraces(list(parts.values())))  # type: ignore[arg-type]

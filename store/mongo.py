@@ -22,6 +22,7 @@ from store.audit import MongoAudit
 from store.campaigns import MongoCampaigns
 from store.errors import guarded
 from store.ledger import MongoLedger
+from store.member_data import MongoMemberData
 from store.records import FollowState, Identity, Interaction, Profile, identity_key
 from store.snapshot import load, save
 
@@ -100,12 +101,15 @@ class MongoProfiles:
         await self._col.update_one({"_id": profile_id}, {"$inc": {"counters.outbound": n}})
 
     async def update(self, profile_id: str, set_paths: dict[str, Any],
-                     unset_paths: list[str] | None = None) -> None:
+                     unset_paths: list[str] | None = None,
+                     push: dict[str, Any] | None = None) -> None:
         update: dict[str, Any] = {}
         if set_paths:
             update["$set"] = set_paths
         if unset_paths:
             update["$unset"] = {p: "" for p in unset_paths}
+        if push:
+            update["$push"] = push
         if update:
             await self._col.update_one({"_id": profile_id}, update)
 
@@ -117,6 +121,9 @@ class MongoProfiles:
         if add:
             await self._col.update_one({"_id": profile_id},
                                        {"$addToSet": {"tags": {"$each": add}}})
+
+    async def find_by_mobile(self, mobile: str) -> Profile | None:
+        return cast(Profile | None, await self._col.find_one({"fields.mobile": mobile}))
 
     async def find_by_member(self, member_id: str) -> Profile | None:
         return cast(Profile | None, await self._col.find_one({"member.id": member_id}))
@@ -309,6 +316,7 @@ class MongoStore:
         self.matches = MongoMatches(self._db)
         self.campaigns = MongoCampaigns(self._db)
         self.audit = MongoAudit(self._db)
+        self.member_data = MongoMemberData(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str, snapshot: Path | None = None
@@ -340,6 +348,7 @@ class MongoStore:
         await store.matches.ensure_indexes()
         await store.campaigns.ensure_indexes()
         await store.audit.ensure_indexes()
+        await store.member_data.ensure_indexes()
         return store
 
     async def ping(self) -> None:

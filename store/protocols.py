@@ -27,13 +27,16 @@ class ProfileRepo(Protocol):
     async def set_fields(self, profile_id: str, fields: dict[str, Any]) -> None: ...
 
     async def update(self, profile_id: str, set_paths: dict[str, Any],
-                     unset_paths: list[str] | None = None) -> None:
-        """$set (and $unset) dotted paths, e.g. {"member.tier": "银卡"}."""
+                     unset_paths: list[str] | None = None,
+                     push: dict[str, Any] | None = None) -> None:
+        """$set (and $unset, $push) dotted paths, e.g. {"member.tier": "银卡"}."""
         ...
 
     async def update_tags(self, profile_id: str, add: list[str], remove: list[str]) -> None: ...
 
     async def find_by_member(self, member_id: str) -> Profile | None: ...
+
+    async def find_by_mobile(self, mobile: str) -> Profile | None: ...
 
     async def link_referrer(self, profile_id: str, referral: dict[str, Any]) -> bool:
         """Set `referral` only if the profile has none yet; False if it already had one."""
@@ -183,6 +186,23 @@ class AuditRepo(Protocol):
     async def latest(self, limit: int, actor: str | None = None) -> list[dict[str, Any]]: ...
 
 
+class MemberDataRepo(Protocol):
+    """Everything about one member across collections (store/member_data.py)."""
+
+    async def collect(self, profile_id: str) -> dict[str, Any]: ...
+
+    async def erase(self, profile: Profile, by: str, reason: str, now: datetime
+                    ) -> dict[str, int]: ...
+
+    async def tombstone(self, profile_id: str) -> dict[str, Any] | None: ...
+
+    async def strip_texts(self, before: datetime, dry_run: bool) -> int: ...
+
+    async def never_joined_unfollowed(self, before: datetime) -> list[Profile]: ...
+
+    async def collection_names(self) -> list[str]: ...
+
+
 class Store(Protocol):
     @property
     def profiles(self) -> ProfileRepo: ...
@@ -201,6 +221,9 @@ class Store(Protocol):
 
     @property
     def audit(self) -> AuditRepo: ...
+
+    @property
+    def member_data(self) -> MemberDataRepo: ...
 
     @property
     def embedded(self) -> bool:

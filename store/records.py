@@ -40,7 +40,9 @@ class Profile(TypedDict):
     fields: dict[str, Any]
     lang: NotRequired[str]
     member: NotRequired[dict[str, Any]]  # id, since, tier, stage: set at sign-up
-    consents: NotRequired[dict[str, Any]]  # privacy / sensitive: accepted, version, at
+    consents: NotRequired[dict[str, Any]]  # privacy / sensitive / matching: the latest
+    consent_history: NotRequired[list[dict[str, Any]]]  # every grant and withdrawal
+    erasure: NotRequired[dict[str, Any]]  # a deletion she (or staff) asked for: due, by
     referral: NotRequired[dict[str, Any]]  # by (profile id), scene, event, at: set once
 
 

@@ -291,6 +291,114 @@ class RedisAllowances:
         return [json.loads(r) if r else None for r in raws]
 
 
+class RedisOneTimeLinks:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._r = redis
+        self._k = keys
+
+    async def put(self, nonce: str, value: str, ttl_seconds: int) -> None:
+        await self._r.set(self._k.link(nonce), value, ex=ttl_seconds)
+
+    async def take(self, nonce: str) -> str | None:
+        raw = await self._r.getdel(self._k.link(nonce))  # one atomic read-and-forget
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class RedisTraces:
+    """Traces (store/state.py) over every key of this deployment: its namespace, and its
+    arq jobs (kept under arq's own prefix, named with the namespace)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._r = redis
+        self._k = keys
+
+    async def _keys(self) -> list[bytes]:
+        ns = self._k.namespace
+        found = [k async for k in self._r.scan_iter(f"{ns}:*", count=1000)]
+        return found + [k async for k in self._r.scan_iter(f"arq:*{ns}:*", count=1000)]
+
+    @staticmethod
+    def _names(raw: Any, needles: list[bytes]) -> bool:
+        if isinstance(raw, dict):  # a hash: its fields and values
+            raw = b"\0".join(x if isinstance(x, bytes) else str(x).encode()
+                              for kv in raw.items() for x in kv)
+        elif isinstance(raw, tuple):  # a stream entry: (id, fields)
+            return RedisTraces._names(raw[1], needles)
+        blob = raw if isinstance(raw, bytes) else json.dumps(raw, default=str).encode()
+        return any(n in blob for n in needles)
+
+    async def _walk(self, needles: list[str], erase: bool) -> tuple[dict[str, list[Any]], int]:
+        found: dict[str, list[Any]] = {}
+        gone = 0
+        bneedles = [n.encode() for n in needles if n]
+        r = self._r
+        for key in await self._keys():
+            name = key.decode()
+            family = self._k.family(name)
+            kind = (await r.type(key)).decode()
+            if self._names(key, bneedles):
+                hits: list[Any] = [name]
+            elif kind in ("list", "set", "zset", "stream"):
+                hits = [e for e in await self._elements(name, kind)
+                        if self._names(e, bneedles)]
+                if hits and erase:
+                    gone += await self._remove(name, kind, hits)
+                found.setdefault(family, []).extend(_text(h) for h in hits)
+                continue
+            else:
+                value: Any = (await r.get(name) if kind == "string" else
+                              await cast(Awaitable[Any], r.hgetall(name)) if kind == "hash"
+                              else None)
+                hits = [name] if value and self._names(value, bneedles) else []
+            if hits:
+                found.setdefault(family, []).append(name)
+                if erase:
+                    gone += int(await r.delete(key))
+                    if name.startswith("arq:job:"):
+                        # A queued job of hers: out of the queue too, not only its payload.
+                        await r.zrem(self._k.queue, name.removeprefix("arq:job:"))
+        return found, gone
+
+    async def _elements(self, key: str, kind: str) -> list[Any]:
+        r = self._r
+        if kind == "list":
+            return list(await cast(Awaitable[list[Any]], r.lrange(key, 0, -1)))
+        if kind == "set":
+            return list(await cast(Awaitable[set[Any]], r.smembers(key)))
+        if kind == "zset":
+            return list(await r.zrange(key, 0, -1))
+        return [(eid, fields) for eid, fields in await r.xrange(key)]
+
+    async def _remove(self, key: str, kind: str, hits: list[Any]) -> int:
+        r = self._r
+        if kind == "list":
+            removed = 0
+            for h in hits:
+                removed += int(await cast(Awaitable[int], r.lrem(key, 0, h)))
+            return removed
+        if kind == "set":
+            return int(await cast(Awaitable[int], r.srem(key, *hits)))
+        if kind == "zset":
+            return int(await r.zrem(key, *hits))
+        return int(await r.xdel(key, *[eid for eid, _ in hits]))
+
+    async def find(self, needles: list[str]) -> dict[str, list[Any]]:
+        return (await self._walk(needles, erase=False))[0]
+
+    async def erase(self, needles: list[str]) -> int:
+        return (await self._walk(needles, erase=True))[1]
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, tuple):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    return value
+
+
 def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: int, rate_per_second: float) -> State:
     """The state of an app process, in the Redis every process shares."""
     from store.match_index import RedisMatchIndex
@@ -302,4 +410,5 @@ def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: int, rate_per_second: f
                  flows=RedisFlowStates(redis, keys), marks=RedisSendMarks(redis, keys),
                  rate=RedisSendRate(redis, keys, rate_per_second),
                  stops=RedisCampaignStops(redis, keys), matches=RedisMatchIndex(redis, keys),
-                 outbox=RedisOutbox(redis, keys), allowances=RedisAllowances(redis, keys))
+                 outbox=RedisOutbox(redis, keys), allowances=RedisAllowances(redis, keys),
+                 links=RedisOneTimeLinks(redis, keys), traces=RedisTraces(redis, keys))

@@ -173,6 +173,32 @@ class Outbox(Protocol):
     async def size(self) -> int: ...
 
 
+class OneTimeLinks(Protocol):
+    """Values behind single-use, expiring links (a member's export): taken at most once."""
+
+    async def put(self, nonce: str, value: str, ttl_seconds: int) -> None: ...
+
+    async def take(self, nonce: str) -> str | None:
+        """The value, and it is gone; None if unknown, expired or already taken."""
+        ...
+
+
+class Traces(Protocol):
+    """Whatever the shared state holds that names a member (her profile id, openids), for
+    her export and her erasure. One rule over every kind of entry, so a new kind of key is
+    covered the day it is added: an entry named by her goes; in a list, set, sorted set or
+    stream, an element that names her goes; any other value that names her goes whole (a
+    journey of someone else's that carries her invitation, a queued job with her text)."""
+
+    async def find(self, needles: list[str]) -> dict[str, list[Any]]:
+        """Her entries by key family (store/keys.py FAMILIES)."""
+        ...
+
+    async def erase(self, needles: list[str]) -> int:
+        """Remove them; how many entries or elements went."""
+        ...
+
+
 @dataclass(frozen=True)
 class State:
     """Every piece of shared state one app process uses."""
@@ -188,6 +214,8 @@ class State:
     matches: MatchIndex
     outbox: Outbox
     allowances: Allowances
+    links: OneTimeLinks
+    traces: Traces
 
 
 def card_scopes(card: dict[str, Any]) -> list[str]:

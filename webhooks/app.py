@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,8 +22,9 @@ from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundExceptio
 
 from bot.flow_engine.loader import FlowsInvalid
 from bot.logs import request_id
-from bot.privacy import mask_phones
+from bot.privacy import mask_phones, phone_digits
 from store.protocols import Store
+from store.records import Profile
 from webhooks.config import Settings
 from webhooks.services import Services, open_services
 
@@ -31,6 +34,7 @@ SERVICES = web.AppKey("services", Services)
 MAX_BODY = 1024 * 1024  # WeChat messages are a few KB; anything near this is hostile
 CHANNEL_PATHS = ("/wechat", "/webhooks/")
 INTERNAL_PATHS = ("/admin/", "/rasa/")
+EXPORT_PATH = "/me/export/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,9 +79,14 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
             channel = _channel_of(request.path)
             metrics.requests.labels(channel, str(status)).inc()
             metrics.latency.labels(channel).observe(elapsed)
-        log.info("request", extra={"method": request.method, "path": request.path,
+        log.info("request", extra={"method": request.method, "path": _logged(request.path),
                                    "status": status, "ms": round(elapsed * 1000, 1)})
         request_id.reset(token)
+
+
+def _logged(path: str) -> str:
+    """The path as the log may show it: an export link is a secret, like a password."""
+    return EXPORT_PATH + "…" if path.startswith(EXPORT_PATH) else path
 
 
 def _loopback(remote: str | None) -> bool:
@@ -255,6 +264,81 @@ async def admin_points_check(request: web.Request) -> web.Response:
          "earned": m.earned, "ledger_earned": m.ledger_earned} for m in mismatches]})
 
 
+_GONE = {"error": "此链接已失效或已使用。请在聊天中重新发送「我的数据」获取新链接。 / "
+                  "This link has expired or was already used: send \"my data\" in the chat "
+                  "for a new one."}
+
+
+async def my_export(request: web.Request) -> web.Response:
+    """A member's copy of her data, behind the single-use link the chat gave her."""
+    token = request.match_info["token"]
+    if len(token) > 400:
+        return web.json_response(_GONE, status=404)
+    doc = await request.app[SERVICES].core.rights.open_export(token)
+    if doc is None:
+        return web.json_response(_GONE, status=404)
+    return web.json_response(doc, dumps=_dumps, headers={
+        "Content-Disposition": 'attachment; filename="my-data.json"',
+        "Cache-Control": "no-store"})
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, ensure_ascii=False, indent=1)
+
+
+async def _member(request: web.Request) -> Profile:
+    """The member an admin call names: profile id, member id (M…), mobile, or openid."""
+    svc = request.app[SERVICES]
+    who = request.match_info["who"].strip()
+    profiles = svc.store.profiles
+    profile = await profiles.get(who) or await profiles.find_by_member(who)
+    digits = phone_digits(who)
+    if profile is None and len(digits) == 1 and len(digits[0]) == 11:
+        profile = await profiles.find_by_mobile(digits[0])
+    if profile is None:
+        profile = await profiles.find_by_identity("wechat", svc.settings.wechat.app_id, who)
+    if profile is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no member {who!r}"}),
+                               content_type="application/json")
+    return profile
+
+
+async def admin_member_export(request: web.Request) -> web.Response:
+    """Everything about one member, unmasked (it is her data, for her); audited."""
+    svc = request.app[SERVICES]
+    doc = await svc.core.rights.export(await _member(request), "admin")
+    return web.json_response(doc, dumps=_dumps)
+
+
+async def admin_member_erase(request: web.Request) -> web.Response:
+    """Erase a member after the cooling-off period, or at once with "now": true. A reason
+    is required; audited; a tombstone says when and by whom."""
+    svc = request.app[SERVICES]
+    try:
+        body = await request.json()
+        reason, now = str(body["reason"]).strip(), bool(body.get("now", False))
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": 'JSON body {"reason": "...", "now": false}'},
+                                 status=400)
+    if not reason:
+        return web.json_response({"error": "a reason is required"}, status=400)
+    profile = await _member(request)
+    rights = svc.core.rights
+    when = datetime.now(UTC)
+    if now:
+        counts = await rights.erase(profile, "staff:admin-api", reason, when)
+        return web.json_response({"ok": True, "erased": counts})
+    due = await rights.request_erasure(profile, "staff:admin-api", reason, when)
+    return web.json_response({"ok": True, "due": due.isoformat()})
+
+
+async def admin_retention(request: web.Request) -> web.Response:
+    """Run retention now (?dry_run=1: only say what it would do)."""
+    dry = request.query.get("dry_run") == "1"
+    out = await request.app[SERVICES].core.rights.retention(datetime.now(UTC), dry)
+    return web.json_response({"dry_run": dry, **out})
+
+
 def create_app(settings: Settings, store: Store | None = None, run_worker: bool = True
                ) -> web.Application:
     """The web application; `store` lets tests and benchmarks share one embedded store."""
@@ -278,4 +362,8 @@ def create_app(settings: Settings, store: Store | None = None, run_worker: bool 
     app.router.add_get("/admin/api/flows", admin_flows)
     app.router.add_post("/admin/api/flows/reload", admin_flows_reload)
     app.router.add_post("/admin/api/points/check", admin_points_check)
+    app.router.add_get("/admin/api/members/{who}/export", admin_member_export)
+    app.router.add_post("/admin/api/members/{who}/erase", admin_member_erase)
+    app.router.add_post("/admin/api/retention", admin_retention)
+    app.router.add_get(EXPORT_PATH + "{token}", my_export)
     return app

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from jinja2 import TemplateError
 
 from bot.brand_calendar import BrandCalendar
+from bot.consents import consented
 from bot.flow_engine.model import FlowSet
 from bot.flow_engine.templates import TemplateLibrary, TemplateProblem
 from bot.jobs import JobQueue
@@ -399,9 +400,13 @@ class Campaigns:
         rules = outlet.rules  # the main channel's rules phrase the estimate
         cap_path = monthly_path(self._calendar.month(now))
         count = self._store.profiles.count_where
-        live = {"follow.state": {"$ne": "unsubscribed"}}
+        live: dict[str, Any] = {"follow.state": {"$ne": "unsubscribed"}}
+        agreed: dict[str, Any] = {"consents.privacy.accepted": True,
+                                  "erasure": {"$exists": False}}
         under_cap = {cap_path: {"$not": {"$gte": self._cfg.monthly_cap}}}
         unsub = await count({"$and": [flt, {"follow.state": "unsubscribed"}]})
+        unconsented = await count({"$and": [flt, live, {"$nor": [agreed]}]})
+        live = {**live, **agreed}
         capped = await count({"$and": [flt, live, {cap_path: {"$gte": self._cfg.monthly_cap}}]})
         mapped = self._template_message(content) is not None
         recent = [flt, live, under_cap]
@@ -424,15 +429,17 @@ class Campaigns:
             scale = seen / asked
             ways = {k: round(v * scale) for k, v in ways.items()}
             unaddressed = seen - sum(ways.values())
-        outside = total - unsub - capped - seen  # never seen in the window: one scan fewer
+        outside = total - unsub - unconsented - capped - seen  # one scan fewer
         if mapped:
             ways["template"] += outside
         else:
             ways["outside_window"] += outside
         hours = f"{rules.window.total_seconds() / 3600:g} 小时外" if rules.window else "窗口外"
-        skipped = unsub + capped + ways["no_budget"] + ways["outside_window"] + unaddressed
+        skipped = (unsub + unconsented + capped + ways["no_budget"] + ways["outside_window"]
+                   + unaddressed)
         text = (f"预计: {rules.text_name} {ways['customer_service']} · {rules.fallback_name} "
-                f"{ways['template']} · 跳过 {skipped}（取关 {unsub}，本月已达 "
+                f"{ways['template']} · 跳过 {skipped}（取关 {unsub}，未同意隐私政策 "
+                f"{unconsented}，本月已达 "
                 f"{self._cfg.monthly_cap} 条 {capped}，{hours}"
                 f"{'' if mapped else '且无' + rules.fallback_name} {ways['outside_window']}，"
                 f"{rules.text_name}额度已用完 {ways['no_budget']}）")
@@ -501,6 +508,9 @@ class Campaigns:
             return await skip("gone")
         if profile.get("follow", {}).get("state") == "unsubscribed":
             return await skip("unsubscribed")
+        if not consented(profile, "privacy") or profile.get("erasure"):
+            # Never agreed here (an imported or legacy member), or asked to be deleted.
+            return await skip("no_consent")
         found = recipient_of(self._outlets, profile)
         if found is None:
             return await skip("channel")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from bot.brand_calendar import BrandCalendar
 from bot.marketing.audit import Audit
@@ -85,11 +85,21 @@ def is_command(text: str | None) -> bool:
     return bool(text) and (text or "").lstrip()[:1] in ("/", "／")
 
 
+class MemberRights(Protocol):
+    """What staff commands use of a member's data rights (bot/rights/actions.py)."""
+
+    async def export_link(self, profile: Profile, source: str) -> str: ...
+
+    async def request_erasure(self, profile: Profile, by: str, reason: str, now: datetime,
+                              immediately: bool = False) -> datetime: ...
+
+
 class Commands:
     def __init__(self, store: Store, campaigns: Campaigns, points: Points, audit: Audit,
                  admins: Collection[str], grant_daily_cap: int,
-                 calendar: BrandCalendar) -> None:
+                 calendar: BrandCalendar, rights: MemberRights | None = None) -> None:
         self._store = store
+        self.rights = rights
         self.campaigns = campaigns
         self._points = points
         self._audit_log = audit
@@ -321,6 +331,39 @@ async def _role(c: Commands, call: Call) -> str:
     call.audit.update(detail=f"{before} -> {role}", target=target["_id"])
     name = mask_name((target.get("fields") or {}).get("nickname"))
     return f"{name} 的角色: {ROLE_NAMES.get(before, before)} → {ROLE_NAMES[role]}。"
+
+
+@command("export", ("导出",), frozenset({"admin"}), "/export <会员号或openid>")
+async def _export(c: Commands, call: Call) -> str:
+    ref = call.args.strip()
+    if not ref or c.rights is None:
+        raise CommandError("格式: /export <会员号或openid>。")
+    target = await c.member(ref, call.actor)
+    link = await c.rights.export_link(target, f"staff:{call.actor['_id']}")
+    call.audit.update(detail="export link", target=target["_id"])
+    name = mask_name((target.get("fields") or {}).get("nickname"))
+    return f"{name} 的完整数据副本（仅能打开一次，请妥善保管）：{link}"
+
+
+@command("erase", ("注销会员",), frozenset({"admin"}),
+         "/erase <会员号或openid> [now] <原因>  例: /erase M0000000001 电话申请删除")
+async def _erase(c: Commands, call: Call) -> str:
+    ref, _, rest = call.args.strip().partition(" ")
+    first, _, more = rest.strip().partition(" ")
+    now = first.casefold() in ("now", "立即")
+    reason = (more if now else rest).strip()
+    if not ref or not reason or c.rights is None:
+        raise CommandError("格式: /erase <会员号或openid> [now] <原因>（原因必填）。")
+    target = await c.member(ref, call.actor)
+    if target["_id"] == call.actor["_id"]:
+        raise CommandError("不能用命令删除自己的数据，请在聊天中发送「注销」。")
+    name = mask_name((target.get("fields") or {}).get("nickname"))
+    call.audit.update(detail=f"erase{' now' if now else ''}: {reason[:100]}")
+    due = await c.rights.request_erasure(target, f"staff:{call.actor['_id']}", reason,
+                                         call.now, immediately=now)
+    if now:
+        return f"已删除 {name} 的数据（账务与审计记录已匿名保留）。"
+    return f"已为 {name} 提交注销，将于 {c.calendar.local(due):%Y-%m-%d %H:%M} 删除。"
 
 
 @command("stats", ("统计",), STAFF, "/stats 关注、会员、7 天活跃、积分、匹配、最近群发")

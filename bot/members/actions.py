@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from bot.brand_calendar import BrandCalendar
+from bot.consents import record_consent
 from bot.flow_engine.actions import Say, StepContext, step_action
 from bot.members.lifestage import is_stage_tag, stage_of
 from bot.members.points import Points
@@ -117,9 +118,6 @@ class MemberActions:
         member = dict(profile.get("member") or {})
         first_time = "id" not in member
         updates: dict[str, Any] = {
-            "consents.privacy": {"accepted": bool(s.get("consent_privacy")),
-                                 "version": version, "at": now},
-            "consents.sensitive": {"accepted": sensitive, "version": version, "at": now},
             "fields.nickname": s.get("nickname"),
             "fields.mobile": s.get("mobile"),
             "fields.role": s.get("role"),
@@ -138,6 +136,9 @@ class MemberActions:
             else:
                 unset.append(path)
         await self._store.profiles.update(profile["_id"], updates, unset)
+        for kind, accepted in (("privacy", bool(s.get("consent_privacy"))),
+                               ("sensitive", sensitive)):
+            await record_consent(self._store, profile["_id"], kind, accepted, version, now)
         fresh = await self._store.profiles.get(profile["_id"])
         assert fresh is not None
         await self._stages.refresh(fresh, ctx.turn.today)

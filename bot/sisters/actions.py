@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from bot.consents import record_consent
 from bot.flow_engine.actions import FlowStarter, Say, StepContext, step_action
 from bot.jobs import JobQueue
 from bot.members.actions import profile_of
@@ -56,9 +57,8 @@ class SisterActions:
         """Record the consent to be matched (either answer); join the index if yes."""
         accepted = bool(ctx.slots.get("matching_consent"))
         profile = await profile_of(self._store, ctx)
-        await self._store.profiles.update(profile["_id"], {"consents.matching": {
-            "accepted": accepted, "version": self._members.privacy_policy_version,
-            "at": ctx.turn.now}})
+        await record_consent(self._store, profile["_id"], "matching", accepted,
+                             self._members.privacy_policy_version, ctx.turn.now)
         if accepted:
             await self._matcher.refresh(profile)
         else:
@@ -164,6 +164,26 @@ class SisterActions:
         await self._matcher.add_load(match["to"], -1)
         await self._matcher.mark_seen(partner, ctx.turn.profile_id)
         return True, partner
+
+    async def leave(self, profile_id: str, now: datetime) -> dict[str, int]:
+        """She withdrew her consent to matching: out of the index; an open match ends with
+        a kind note to her sister (no reason given); invitations to or from her are
+        withdrawn (answering one later is told it was already handled)."""
+        await self._matcher.forget(profile_id)
+        out = {"ended": 0, "withdrawn": 0}
+        for match in await self._store.matches.for_profile(profile_id):
+            other = match["to"] if match["from"] == profile_id else match["from"]
+            if match["status"] == "accepted" and await self._store.matches.set_status(
+                    match["_id"], "accepted", "ended", now):
+                await self._matcher.add_load(match["from"], -1)
+                await self._matcher.add_load(match["to"], -1)
+                await self._tell(other, "sisters_ended_by_other", {},
+                                 f"ended:{match['_id']}:withdrawn")
+                out["ended"] += 1
+            elif match["status"] == "invited" and await self._store.matches.set_status(
+                    match["_id"], "invited", "withdrawn", now):
+                out["withdrawn"] += 1
+        return out
 
     @step_action("end_match")
     async def end_match(self, ctx: StepContext) -> list[Say]:

@@ -20,7 +20,7 @@ from pymongo import MongoClient
 from scrm.follower import Follower
 from tests.conftest import ADMIN, APP_ID, TOKEN, closed_port_url
 from tests.support.app_process import AppProcess, app_env, loopback_config
-from tests.support.marketing import BOSS, bid_in, member_doc, member_sends, until
+from tests.support.marketing import BOSS, bid_in, budgets_open, member_doc, member_sends, until
 
 pytestmark = pytest.mark.server
 MEMBERS = 60
@@ -39,8 +39,12 @@ def marketing_config(folder) -> object:
     return path
 
 
-async def say(http: aiohttp.ClientSession, proc: AppProcess, f: Follower, text: str) -> str:
-    query, body = f.request(f.text(text))
+async def say(http: aiohttp.ClientSession, proc: AppProcess, f: Follower, text: str,
+              wechat=None) -> str:
+    xml = f.text(text)
+    if wechat is not None:
+        wechat.heard_xml(xml)  # WeChat sees her message pass: her budget opens
+    query, body = f.request(xml)
     async with http.post(f"{proc.url}/wechat?{query}", data=body.encode()) as resp:
         assert resp.status == 200
         return f.read_reply(await resp.text()).get("Content", "")
@@ -66,12 +70,15 @@ async def test_sigkill_of_a_sending_process_messages_nobody_twice(
     db = MongoClient(secantus_url)[database]
     try:
         await doomed.wait_healthy(60, rasa=False)
-        db["profiles"].insert_many([member_doc(i) for i in range(MEMBERS)])
+        docs = [member_doc(i) for i in range(MEMBERS)]
+        db["profiles"].insert_many(docs)
+        await budgets_open(namespace, [d["identities"][0]["openid"] for d in docs], wechat_api)
         boss = Follower(token=TOKEN, openid=BOSS, app_id=APP_ID)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            await say(http, doomed, boss, "你好")
-            bid = bid_in(await say(http, doomed, boss, "/broadcast member:yes | 周末活动通知"))
-            assert "已确认" in await say(http, doomed, boss, f"/confirm {bid}")
+            await say(http, doomed, boss, "你好", wechat_api)
+            bid = bid_in(await say(http, doomed, boss, "/broadcast member:yes | 周末活动通知",
+                                     wechat_api))
+            assert "已确认" in await say(http, doomed, boss, f"/confirm {bid}", wechat_api)
 
             async def sending() -> bool:
                 return len(member_sends(wechat_api)) >= KILL_AFTER

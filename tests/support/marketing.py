@@ -37,6 +37,8 @@ def member_doc(i: int, *, city: str = "上海", tags: list[str] | None = None,
         "fields": {"nickname": nickname or f"妈妈{i}", "mobile": f"139{i:08d}", "city": city,
                    "role": "expecting"},
         "member": {"id": f"M{i:010X}", "tier": "普通", "stage": "pregnant"},
+        "consents": {"privacy": {"accepted": True, "version": "2026-11", "at": now},
+                     "sensitive": {"accepted": True, "version": "2026-11", "at": now}},
     }
     if due is not None:
         doc["fields"]["due_date"] = due.isoformat()
@@ -51,6 +53,28 @@ async def seed(app, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     await app.store._db["profiles"].insert_many([dict(d) for d in docs])
     await wrote(app, docs)
     return docs
+
+
+async def budgets_open(namespace: str, openids: list[str], fake) -> None:
+    """Members of app processes elsewhere wrote just now: their budgets are open in the
+    processes' Redis (with the WeChat outlet's numbers) and in WeChat (the fake)."""
+    from redis.asyncio import Redis
+
+    from bot.allowance import ContactAllowance, Grant
+    from store.keys import Keys
+    from store.records import identity_key
+    from store.redis_state import RedisAllowances
+    from webhooks.wechat.outlet import MESSAGE_SENDS
+
+    redis = Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        allowance = ContactAllowance(RedisAllowances(redis, Keys(namespace)),
+                                     {"message": Grant(MESSAGE_SENDS, 48 * 3600)})
+        for openid in openids:
+            await allowance.heard(identity_key("wechat", APP_ID, openid), "message")
+            fake.heard(openid)
+    finally:
+        await redis.aclose()
 
 
 async def wrote(app, docs: list[dict[str, Any]]) -> None:
