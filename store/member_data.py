@@ -129,9 +129,18 @@ class MongoMemberData:
                                ).deleted_count
         out["ledger"] = (await db["ledger"].update_many(
             {"profile_id": pid}, {"$set": {"profile_id": stand_in}})).modified_count
-        for entry in await self._all("ledger", {"source": {"$regex": re.escape(pid)}}):
-            await db["ledger"].update_one({"_id": entry["_id"]}, {"$set": {
-                "source": str(entry["source"]).replace(pid, stand_in)}})
+        # Keys kept by others' records and the ledger are built from her messages' keys
+        # (which name her openid) or her profile id: the same hash in their place.
+        for name, fields in (("ledger", ("key", "source")), ("interactions", ("dedupe_key",))):
+            named = [{f: {"$regex": re.escape(i)}} for i in ids for f in fields]
+            for doc in await self._all(name, {"$or": named}):
+                keys: dict[str, str] = {}
+                for f in fields:
+                    value = str(doc.get(f) or "")
+                    for i in ids:
+                        value = value.replace(i, erased_id(i, salt))
+                    keys[f] = value
+                await db[name].update_one({"_id": doc["_id"]}, {"$set": keys})
         out["audit"] = 0
         named = [{f: {"$regex": re.escape(i)}} for i in ids[1:] for f in ("text", "detail")]
         for doc in await self._all("audit", {"$or": [{"actor": pid}, *named]}):

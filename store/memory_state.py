@@ -370,7 +370,8 @@ class MemoryTraces:
                         kept = [e for e in value if e not in hits]
                         table[key] = set(kept) if isinstance(value, set) else kept
                         gone += len(hits)
-                    found.setdefault(family, []).extend(hits)
+                    if hits:
+                        found.setdefault(family, []).extend(hits)
                     continue
                 else:
                     hits = [key] if self._names(value, needles) else []

@@ -278,7 +278,7 @@ class RedisAllowances:
                     record, out, until = fn(json.loads(raw) if raw else None)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, json.dumps(record, ensure_ascii=False),
-                             exat=max(int(until) + 1, int(time.time()) + 1))
+                             pxat=max(int(until * 1000) + 1, int(time.time() * 1000) + 1))
                     await pipe.execute()
                     return out
                 except WatchError:
@@ -343,7 +343,8 @@ class RedisTraces:
                         if self._names(e, bneedles)]
                 if hits and erase:
                     gone += await self._remove(name, kind, hits)
-                found.setdefault(family, []).extend(_text(h) for h in hits)
+                if hits:
+                    found.setdefault(family, []).extend(_text(h) for h in hits)
                 continue
             else:
                 value: Any = (await r.get(name) if kind == "string" else

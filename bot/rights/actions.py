@@ -181,15 +181,17 @@ class DataRights:
                     await tokens.set(_SECRET, value, _SECRET_TTL)
         return value.encode()
 
+    async def _sign(self, claim: str) -> str:
+        return hmac.new(await self._secret(), claim.encode(), hashlib.sha256).hexdigest()[:32]
+
     async def export_link(self, profile: Profile, source: str) -> str:
         """A signed link to her copy that works once, for `members.export_minutes`."""
         nonce = secrets.token_urlsafe(18)
         expires = int((datetime.now(UTC) + timedelta(minutes=self._cfg.export_minutes))
                       .timestamp())
         claim = base64.urlsafe_b64encode(json.dumps(
-            {"n": nonce, "e": expires}).encode()).decode().rstrip("=")
-        sig = hmac.new(await self._secret(), f"{claim}.{profile['_id']}".encode(),
-                       hashlib.sha256).hexdigest()[:32]
+            {"n": nonce, "e": expires, "p": profile["_id"]}).encode()).decode().rstrip("=")
+        sig = await self._sign(claim)
         await self._state.links.put(nonce, profile["_id"], self._cfg.export_minutes * 60)
         await self._audit(profile["_id"], "export_link", source, "ok")
         return f"{self._cfg.public_url.rstrip('/')}/me/export/{claim}.{sig}"
@@ -198,21 +200,20 @@ class DataRights:
         """Her copy for a valid link, once; None for anything else (expired, used,
         tampered, guessed), without saying which."""
         claim, _, sig = token.partition(".")
+        # The signature first: a forged or altered link is refused without spending the
+        # real one; only then the single use is taken.
+        if not sig.isascii() or not hmac.compare_digest(await self._sign(claim), sig):
+            return None
         try:
             padded = claim + "=" * (-len(claim) % 4)
             body = json.loads(base64.urlsafe_b64decode(padded.encode()))
-            nonce, expires = str(body["n"]), int(body["e"])
+            nonce, expires, profile_id = str(body["n"]), int(body["e"]), str(body["p"])
         except (ValueError, KeyError, TypeError):
             return None
-        if expires < datetime.now(UTC).timestamp() or not sig:
+        if expires < datetime.now(UTC).timestamp():
             return None
-        profile_id = await self._state.links.take(nonce)
-        if profile_id is None:
-            return None
-        good = hmac.new(await self._secret(), f"{claim}.{profile_id}".encode(),
-                        hashlib.sha256).hexdigest()[:32]
-        if not hmac.compare_digest(good, sig):
-            return None
+        if await self._state.links.take(nonce) != profile_id:
+            return None  # used already, or expired in Redis
         profile = await self._store.profiles.get(profile_id)
         return None if profile is None else await self.export(profile, "link")
 

@@ -219,8 +219,38 @@ async def test_allowance_changes_are_atomic_across_concurrent_callers(state):
 
 
 async def test_allowance_records_expire_with_their_last_grant(state):
-    allowance = ContactAllowance(state.allowances, {"event": Grant(3, 1)})
+    allowance = ContactAllowance(state.allowances, {"event": Grant(3, 0.3)})
     await allowance.heard("wechat:wx:o2", "event")
     assert await allowance.status(["wechat:wx:o2"]) == [(True, 3)]
-    await asyncio.sleep(2.2)  # past the grant, and the record's own expiry
+    await asyncio.sleep(0.6)  # past the grant, and the record's own expiry
     assert await state.allowances.get_many(["wechat:wx:o2"]) == [None]
+
+
+# -- a member's traces (export and erasure) --------------------------------------------
+async def test_traces_find_and_erase_everything_that_names_her_and_nothing_else(state):
+    her, other, openid, match = "p-her", "p-other", "o_her_openid", "match-77"
+    await state.flows.set(her, {"flow": "signup", "slots": {"mobile": "13900001111"}})
+    await state.flows.set(other, {"flow": "greet"})
+    await state.flows.deliver(other, {"flow": "sister_invitation",
+                                      "slots": {"invitation": match}})
+    await state.flows.deliver(other, {"flow": "poll", "slots": {"poll": "B1"}})
+    card = {"anchor": 739000, "nickname": "x", "city": "上海"}
+    await state.matches.put(her, card)
+    await state.matches.put(other, {**card, "nickname": "y"})
+    await state.matches.mark_seen(other, her)
+    await state.marks.claim(f"in:wechat:msg:acct:{openid}:1:out:0")
+    await state.outbox.add({"msg": {"sender": openid, "text": "hi"}})
+    await state.outbox.add({"msg": {"sender": "o_someone", "text": "hello"}})
+    allowance = ContactAllowance(state.allowances, {"message": Grant(5, 3600)})
+    await allowance.heard(f"wechat:wx:{openid}", "message")
+    needles = [her, openid, match]
+    found = await state.traces.find(needles)
+    assert found and all(found.values())
+    assert await state.traces.erase(needles) >= 6
+    assert await state.traces.find(needles) == {}
+    # Everyone else's entries are untouched.
+    assert (await state.flows.get(other))["flow"] == "greet"
+    assert [f["flow"] for f in await state.flows.peek_inbox(other)] == ["poll"]
+    assert await state.matches.card(other) is not None and await state.matches.card(her) is None
+    assert await state.matches.nearby("all", 739000, 10, 10) == [other]
+    assert [e["msg"]["sender"] for _, e in await state.outbox.pending()] == ["o_someone"]

@@ -49,11 +49,14 @@ def test_motor_is_only_used_inside_store():
 # conversation layer or on each other upwards; only bot/core.py wires them together.
 BOT_RULES = {
     "bot.flow_engine": ("bot.conversation", "bot.members", "bot.sisters", "bot.marketing",
-                        "bot.core"),
-    "bot.members": ("bot.conversation", "bot.sisters", "bot.marketing", "bot.core"),
-    "bot.sisters": ("bot.conversation", "bot.marketing", "bot.core"),
-    "bot.marketing": ("bot.conversation", "bot.core"),
-    "bot.conversation": ("bot.members", "bot.sisters", "bot.marketing", "bot.core"),
+                        "bot.rights", "bot.core"),
+    "bot.members": ("bot.conversation", "bot.sisters", "bot.marketing", "bot.rights",
+                    "bot.core"),
+    "bot.sisters": ("bot.conversation", "bot.marketing", "bot.rights", "bot.core"),
+    "bot.marketing": ("bot.conversation", "bot.rights", "bot.core"),  # rights by a port
+    "bot.rights": ("bot.conversation", "bot.marketing", "bot.core"),
+    "bot.conversation": ("bot.members", "bot.sisters", "bot.marketing", "bot.rights",
+                         "bot.core"),
 }
 
 
