@@ -60,6 +60,14 @@ async def test_the_brand_exports_and_erases_by_admin_api(app, namespace):
     assert resp.status == 200 and (await resp.json())["profile"]["昵称 nickname"] == "阿敏"
     assert (await client.get("/admin/api/members/nobody/export", headers=headers)).status == 404
     assert (await client.get("/admin/api/members/o_api/export")).status == 401
+    profile = await app.store.profiles.find_by_mobile(MOBILE)
+    names = [b"o_api", MOBILE.encode(), "阿敏".encode(), profile["member"]["id"].encode()]
+    # A push for her still queued (due in ten minutes): her text sits in an arq job.
+    await app.services.wechat._enqueue("o_api", [{"kind": "text", "text": "阿敏，明天见"}],
+                                       ["push:test:0"], None, "push:test", defer=600)
+    queue = Keys(namespace).queue
+    assert [j for j in await app.services.arq.queued_jobs(queue_name=queue)
+            if "o_api" in str(j.args)]
     no_reason = await client.post("/admin/api/members/o_api/erase", headers=headers,
                                   json={"reason": " "})
     assert no_reason.status == 400
@@ -74,13 +82,15 @@ async def test_the_brand_exports_and_erases_by_admin_api(app, namespace):
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
     try:
         found = []
-        async for key in redis.scan_iter(f"{namespace}:*", count=1000):
+        keys = [k async for k in redis.scan_iter(f"{namespace}:*", count=1000)]
+        keys += [k async for k in redis.scan_iter(f"arq:*{namespace}:*", count=1000)]
+        for key in keys:
             kind = (await redis.type(key)).decode()
             value = (await redis.get(key) if kind == "string" else
                      json.dumps([str(x) for x in await redis.lrange(key, 0, -1)])
                      if kind == "list" else b"")
             blob = key + (value if isinstance(value, bytes) else value.encode())
-            if b"o_api" in blob or MOBILE.encode() in blob:
+            if any(n in blob for n in names):
                 found.append(key)
             family = Keys(namespace).family(key.decode())
             assert family in FAMILIES, f"key family {family!r} has no export/erasure rule"
@@ -88,6 +98,8 @@ async def test_the_brand_exports_and_erases_by_admin_api(app, namespace):
         await redis.aclose()
     assert found == []
     assert await app.store.profiles.find_by_mobile(MOBILE) is None
+    assert not [j for j in await app.services.arq.queued_jobs(queue_name=queue)
+                if "o_api" in str(j.args)]  # out of the queue, not only its payload
 
 
 async def scrm(*args: str, port: int) -> tuple[int, str, str]:

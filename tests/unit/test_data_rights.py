@@ -232,3 +232,53 @@ async def test_retention_strips_old_texts_and_erases_long_gone_followers(core):
     kept = await core.store.interactions.latest(member["_id"], 50)
     assert kept and all(i["text"] is None for i in kept)  # type and outcome stay
     assert all(i["outcome"] for i in kept)
+
+
+async def test_admins_export_and_erase_in_the_chat_and_nobody_else_can(core):
+    await sign_up(core, "o_g", "糖糖")
+    member_id = (await core.profile("o_g"))["member"]["id"]
+    await core.say(BOSS, "你好")
+    link = await core.say(BOSS, f"/export {member_id}")
+    assert "仅能打开一次" in link and await core.core.rights.open_export(token_in(link))
+    assert "/export" not in await core.say("o_g", f"/export {member_id}")  # just chat
+    assert "原因必填" in await core.say(BOSS, f"/erase {member_id}")
+    scheduled = await core.say(BOSS, f"/erase {member_id} 电话申请删除")
+    assert "将于" in scheduled and await core.profile("o_g") is not None
+    assert "已删除" in await core.say(BOSS, f"/erase {member_id} now 工单 7")
+    assert await core.profile("o_g") is None
+    audit = [(a["command"], a["result"]) for a in await core.store.audit.latest(30)]
+    assert ("export", "ok") in audit and ("erase", "ok") in audit and ("erased", "ok") in audit
+
+
+async def test_members_without_a_recorded_consent_get_no_broadcast(core):
+    from tests.support.marketing import member_doc, seed
+
+    legacy = member_doc(2, tags=["会员"])
+    del legacy["consents"]  # imported from an old system: never agreed here
+    leaving = member_doc(3, tags=["会员"])
+    leaving["erasure"] = {"due": datetime.now(UTC) + timedelta(days=5)}
+    await seed(core, [member_doc(1, tags=["会员"]), legacy, leaving])
+    await core.say(BOSS, "你好")
+    preview = await core.say(BOSS, "/broadcast tag:会员 | 周末活动")
+    assert "客服消息 1" in preview and "未同意隐私政策 2" in preview
+    await core.say(BOSS, f"/confirm {bid_in(preview)}")
+    await core.queue.run(core.core)
+    assert [c.body["touser"] for c in core.wechat.delivered()
+            if c.body["touser"] != BOSS] == ["o_m0001"]
+    tally = await core.store.campaigns.tally(bid_in(preview))
+    assert tally["skipped:no_consent"] == 2
+
+
+async def test_leaving_matching_withdraws_a_pending_invitation(core):
+    await sign_up(core, "o_p", "小彤", due_in_days=60, mobile="13900000011")
+    await core.say("o_p", "找姐妹")
+    await core.say("o_p", "同意")
+    await sign_up(core, "o_q", "小卉", due_in_days=100, mobile="13900000012")
+    await core.say("o_q", "找姐妹")
+    await core.say("o_q", "同意")
+    await core.say("o_q", "1")  # she invites 小彤, who has not answered yet
+    await core.say("o_q", "退出姐妹匹配")
+    assert "1 个未回复的邀请已撤回" in await core.say("o_q", "同意")
+    assert "已经处理过了" in await core.say("o_p", "同意")  # answering it now changes nothing
+    [match] = await core.store.matches.for_profile((await core.profile("o_q"))["_id"])
+    assert match["status"] == "withdrawn"
