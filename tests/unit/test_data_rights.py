@@ -111,14 +111,19 @@ async def test_saying_no_changes_nothing(core):
     assert (await core.profile("o_d"))["fields"]["due_date"]
 
 
+async def invited(core: CoreHarness, first: tuple[str, str], second: tuple[str, str],
+                  phones: tuple[str, str]) -> None:
+    """Both join matching; the second invites the first, who has not answered yet."""
+    for (openid, nickname), days, mobile in zip((first, second), (60, 100), phones,
+                                                strict=True):
+        await sign_up(core, openid, nickname, due_in_days=days, mobile=mobile)
+        await core.say(openid, "找姐妹")
+        await core.say(openid, "同意")
+    await core.say(second[0], "1")
+
+
 async def matched_pair(core: CoreHarness) -> tuple[str, str]:
-    await sign_up(core, "o_lin", "小林", due_in_days=60, mobile="13900000001")
-    await core.say("o_lin", "找姐妹")
-    await core.say("o_lin", "同意")
-    await sign_up(core, "o_mei", "美美子", due_in_days=100, mobile="13900000002")
-    await core.say("o_mei", "找姐妹")
-    await core.say("o_mei", "同意")
-    await core.say("o_mei", "1")
+    await invited(core, ("o_lin", "小林"), ("o_mei", "美美子"), ("13900000001", "13900000002"))
     assert "已经认识啦" in await core.say("o_lin", "同意")
     return "o_lin", "o_mei"
 
@@ -270,13 +275,7 @@ async def test_members_without_a_recorded_consent_get_no_broadcast(core):
 
 
 async def test_leaving_matching_withdraws_a_pending_invitation(core):
-    await sign_up(core, "o_p", "小彤", due_in_days=60, mobile="13900000011")
-    await core.say("o_p", "找姐妹")
-    await core.say("o_p", "同意")
-    await sign_up(core, "o_q", "小卉", due_in_days=100, mobile="13900000012")
-    await core.say("o_q", "找姐妹")
-    await core.say("o_q", "同意")
-    await core.say("o_q", "1")  # she invites 小彤, who has not answered yet
+    await invited(core, ("o_p", "小彤"), ("o_q", "小卉"), ("13900000011", "13900000012"))
     await core.say("o_q", "退出姐妹匹配")
     assert "1 个未回复的邀请已撤回" in await core.say("o_q", "同意")
     assert "已经处理过了" in await core.say("o_p", "同意")  # answering it now changes nothing
