@@ -4,6 +4,9 @@ State per member is a stack of frames {flow, step, slots} in Redis: the top fram
 waiting for an answer (a `collect` step). A flow marked `interrupts` can run on top of a
 waiting one (a points question in the middle of sign-up), after which the waiting question
 is asked again. Cancel words or the `cancel` intent stop a cancellable flow.
+
+When a validator's answer is an estimate (`Valid.confirm`, see validators.py), the frame
+keeps it under `confirm` and asks the slot's `confirm:` yes/no; only a yes stores it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from bot.brand_calendar import BrandCalendar
 from bot.flow_engine.actions import Say, StepAction, StepContext, TurnInput
 from bot.flow_engine.model import END, Flow, FlowSet, Slot, Step
 from bot.flow_engine.sandbox import bounded_environment
-from bot.flow_engine.validators import Invalid, get_validator
+from bot.flow_engine.validators import Invalid, Valid, get_validator, yes_no
 from store.state import FlowStates
 
 log = logging.getLogger(__name__)
@@ -224,17 +227,53 @@ class FlowEngine:
         if waiting is None:
             # The flow changed under this member (reload): start it again, cleanly.
             frame.update(step=None, slots={})
+            frame.pop("confirm", None)
             await self._run(fs, stack, out, inp)
             return
-        flow, step, slot = waiting
+        _, step, slot = waiting
+        pending = frame.get("confirm")
+        if pending is not None:
+            # She was asked to confirm our reading of her last answer: yes keeps it, no
+            # asks again; anything else may be the right answer typed instead, read below.
+            answer = yes_no(inp.text, inp.today)
+            if isinstance(answer, Valid):
+                del frame["confirm"]
+                if answer.value:
+                    await self._keep(fs, stack, out, inp, pending["value"])
+                else:
+                    out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
+                return
         result = get_validator(slot.validator)(inp.text, inp.today)
         if isinstance(result, Invalid):
+            if pending is not None:
+                out.append(self._confirm_say(slot, frame))
+                return
             template = step.reask or slot.reask or step.ask or slot.ask or "fallback"
             out.append(Say(template, {"reason": result.reason, "slots": frame["slots"]}))
             return
-        frame["slots"][slot.name] = _jsonable(result.value)
+        if result.confirm is not None:
+            frame["confirm"] = {"value": _jsonable(result.value), "why": result.confirm}
+            out.append(self._confirm_say(slot, frame))
+            return
+        frame.pop("confirm", None)
+        await self._keep(fs, stack, out, inp, _jsonable(result.value))
+
+    async def _keep(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
+                    inp: TurnInput, value: Any) -> None:
+        """Store the answer to the waiting step's slot and run on to the next question."""
+        frame = stack[-1]
+        flow = fs.flows[frame["flow"]]
+        step = flow.steps[flow.index(frame["step"])]
+        frame["slots"][str(step.arg)] = value
         frame["step"] = await self._next(fs, flow, flow.index(step.id), frame["slots"], {}, inp)
         await self._run(fs, stack, out, inp)
+
+    @staticmethod
+    def _confirm_say(slot: Slot, frame: dict[str, Any]) -> Say:
+        """The yes/no on a value kept aside (the loader makes sure the slot has one)."""
+        pending = frame["confirm"]
+        return Say(slot.confirm or "fallback", {"value": pending["value"], "why": pending["why"],
+                                                 "slots": frame["slots"]})
 
     async def _run(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
                    inp: TurnInput) -> None:
@@ -252,6 +291,7 @@ class FlowEngine:
             index = flow.index(position)
             step = flow.steps[index]
             if step.kind == "collect":
+                frame.pop("confirm", None)  # a value kept aside belongs to the step before
                 frame["step"] = step.id
                 frame["slot"] = str(step.arg)
                 slot = fs.slots[str(step.arg)]
@@ -295,6 +335,9 @@ class FlowEngine:
             await self._resume(fs, stack, out)
             return
         _, step, slot = waiting
+        if frame.get("confirm") is not None:
+            out.append(self._confirm_say(slot, frame))  # she was asked a yes/no: ask it again
+            return
         out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
 
     async def _next(self, fs: FlowSet, flow: Flow, index: int, slots: dict[str, Any],

@@ -18,13 +18,14 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 from bot import yamlmarks
 from bot.flow_engine.model import END, Branch, Flow, FlowSet, Moment, Slot, Step, StepKind, Triggers
 from bot.flow_engine.sandbox import FLOW_TEMPLATE_LIMIT, bounded_environment, template_problems
+from bot.flow_engine.validators import CONFIRMING
 
 LANGS = ("zh", "en")
 STEP_KINDS: tuple[StepKind, ...] = ("collect", "say", "action", "tag", "award", "link", "set")
 STEP_KEYS = {*STEP_KINDS, "id", "next", "ask", "reask"}
 FLOW_KEYS = {"description", "triggers", "steps", "cancellable", "interrupts", "draft"}
 TRIGGER_KEYS = {"intents", "keywords", "menu", "events", "scenes"}
-SLOT_KEYS = {"validator", "ask", "reask", "sensitive"}
+SLOT_KEYS = {"validator", "ask", "reask", "sensitive", "confirm"}
 FILE_KEYS = {"flows", "slots", "templates", "moments"}
 MOMENT_KEYS = {"week", "baby_months", "template", "description"}
 LIMITS = {"week": (1, 42), "baby_months": (0, 72)}
@@ -249,12 +250,16 @@ class _Checker:
                          f"{', '.join(sorted(self.known.validators))})")
             if name in self.slots:
                 self.err(fname, line, f"slot {name!r} is defined twice")
-            for key in ("ask", "reask"):
+            if validator in CONFIRMING and not spec.get("confirm"):
+                # its estimates are kept only once she says yes to this question
+                self.err(fname, line, f"slot {name!r}: validator {validator!r} may ask her "
+                         "to confirm its reading: give the slot a confirm: template")
+            for key in ("ask", "reask", "confirm"):
                 if spec.get(key):
                     self.template_refs.append((str(spec[key]), fname,
                                                lines[("slots", name, key)]))
             self.slots[name] = Slot(name, validator, spec.get("ask"), spec.get("reask"),
-                                    bool(spec.get("sensitive", False)))
+                                    bool(spec.get("sensitive", False)), spec.get("confirm"))
 
     def _flow(self, flow_id: str, body: Any, fname: str, lines: yamlmarks.Lines) -> None:
         base = ("flows", flow_id)

@@ -33,6 +33,7 @@ class Slot:
     ask: str | None
     reask: str | None
     sensitive: bool = False
+    confirm: str | None = None  # the yes/no asked when the validator's value is an estimate
 
 
 @dataclass(frozen=True)
