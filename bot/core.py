@@ -24,6 +24,7 @@ from bot.conversation.rasa_action import action_executor
 from bot.flow_engine.actions import action_names, actions_of
 from bot.flow_engine.engine import FlowEngine
 from bot.flow_engine.registry import FlowRegistry
+from bot.handoff.tickets import IDLE_JOB, Handoff
 from bot.jobs import Job, JobQueue
 from bot.marketing.audit import Audit
 from bot.marketing.campaigns import Campaigns
@@ -44,7 +45,7 @@ from store.state import State
 
 # The classes whose `@step_action` methods the flows may call: their names are the flows'
 # known actions, for the running app and for `scrm flows check` alike.
-ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions, DataRights)
+ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions, DataRights, Handoff)
 ACTION_NAMES: Final = action_names(*ACTION_PROVIDERS)
 STAGE_REFRESH_AT: Final = time(0, 5)  # brand time: every member's life stage, daily
 RETENTION_AT: Final = time(3, 30)  # brand time: old texts stripped, long-gone followers erased
@@ -87,6 +88,7 @@ class Core:
     matcher: Matcher
     outbound: Outbound
     rights: DataRights
+    handoff: Handoff
     engine: FlowEngine
     feedback: SisterFeedback
     campaigns: Campaigns
@@ -100,7 +102,8 @@ class Core:
         return {FEEDBACK_JOB: self.feedback.ask, "campaign_plan": self.campaigns.plan,
                 "campaign_send": self.campaigns.send_chunk,
                 "campaign_resume": self.campaigns.resume,
-                ERASE_JOB: self.rights.erase_when_due}
+                ERASE_JOB: self.rights.erase_when_due,
+                IDLE_JOB: self.handoff.idle_close}
 
     @property
     def crons(self) -> Sequence[Cron]:
@@ -124,9 +127,10 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
     outbound = Outbound(store, flows, outlets, settings.app.default_lang)
     sisters = SisterActions(store, matcher, settings.members, outbound, queue)
     rights = DataRights(store, state, settings.members, calendar, stages, sisters, queue)
+    handoff = Handoff(store, outbound, queue, calendar, settings.handoff)
     actions = actions_of([
         MemberActions(store, points, settings.members, referrals, stages, [matcher]),
-        sisters, PollActions(store, points, settings.marketing), rights,
+        sisters, PollActions(store, points, settings.marketing), rights, handoff,
     ])
     engine = FlowEngine(flows, state.flows, actions, awarder=points, profiles=store.profiles,
                         notifier=outbound, calendar=calendar,
@@ -135,15 +139,16 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
                           calendar, settings.app.default_lang, state.stops, state.rate,
                           state.flows, queue, notify=outbound.notify_text, outlets=outlets)
     commands = Commands(store, campaigns, points, Audit(store), staff.admins,
-                        settings.marketing.grant_daily_cap, calendar, rights)
+                        settings.marketing.grant_daily_cap, calendar, rights, handoff)
     orchestrator = Orchestrator(
         store=store, nlu=nlu, engine=engine, calendar=calendar, outbound=outbound,
         order=state.order, outbox=state.outbox, metrics=metrics, commands=commands,
-        event_hooks=[referrals], order_wait=settings.app.order_wait_seconds,
+        event_hooks=[referrals], interceptor=handoff,
+        order_wait=settings.app.order_wait_seconds,
         testers=staff.testers, max_text=settings.app.max_text_chars)
     return Core(settings=settings, calendar=calendar, store=store, state=state, flows=flows,
                 points=points, referrals=referrals, stages=stages, matcher=matcher,
-                outbound=outbound, engine=engine, rights=rights,
+                outbound=outbound, engine=engine, rights=rights, handoff=handoff,
                 feedback=SisterFeedback(store, matcher, engine), campaigns=campaigns,
                 commands=commands, orchestrator=orchestrator,
                 executor=action_executor(engine, calendar))

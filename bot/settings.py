@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot import yamlmarks
+from bot.brand_calendar import Window, clock_window, window_of
 
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 
@@ -162,9 +163,6 @@ class MatchingSettings(Strict):
     weights: MatchWeights = MatchWeights()
 
 
-_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
-
-
 class TemplateMessage(Strict):
     """A WeChat template message used outside the 48-hour window (service accounts)."""
 
@@ -202,20 +200,27 @@ class MarketingSettings(Strict):
     @field_validator("quiet_hours")
     @classmethod
     def _hours(cls, v: str) -> str:
-        v = v.strip()
-        if v in ("", "none", "off"):
-            return ""
-        parts = v.split("-")
-        if len(parts) != 2 or not all(_CLOCK.match(p.strip()) for p in parts):
-            raise ValueError("quiet_hours is HH:MM-HH:MM (e.g. 22:00-08:00), or off")
-        return v
+        return clock_window(v, "quiet_hours")
 
-    def quiet_window(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    def quiet_window(self) -> Window | None:
         """((start h, m), (end h, m)), or None when there are no quiet hours."""
-        if not self.quiet_hours:
-            return None
-        a, b = (p.strip().split(":") for p in self.quiet_hours.split("-"))
-        return (int(a[0]), int(a[1])), (int(b[0]), int(b[1]))
+        return window_of(self.quiet_hours)
+
+
+class HandoffSettings(Strict):
+    """转人工: when people answer, and when a quiet conversation goes back to the bot."""
+
+    service_hours: str = "09:00-21:00"  # brand time zone; outside, she is told when
+    idle_minutes: int = Field(30, ge=1, le=1440)  # no message either way: closed
+    context_messages: int = Field(5, ge=0, le=20)  # her last messages shown to staff
+
+    @field_validator("service_hours")
+    @classmethod
+    def _hours(cls, v: str) -> str:
+        return clock_window(v, "service_hours")
+
+    def window(self) -> Window | None:
+        return window_of(self.service_hours)
 
 
 class BotSettings(Strict):
@@ -229,6 +234,7 @@ class BotSettings(Strict):
     members: MembersSettings = MembersSettings()
     matching: MatchingSettings = MatchingSettings()
     marketing: MarketingSettings = MarketingSettings()
+    handoff: HandoffSettings = HandoffSettings()
 
 
 # Keys that moved to another section: config loading says where they went.

@@ -34,6 +34,7 @@ COLLECTIONS: dict[str, str] = {
     "deliveries": "erased (her deliveries of broadcasts and moments)",
     "poll_answers": "erased",
     "audit": "anonymised (kept: who did what, without her identity)",
+    "tickets": "erased where she asked for a person; anonymised where she answered as staff",
     "rewards": "nothing of hers (the reward catalogue)",
     "tombstones": "nothing of hers (when and by whom an erasure ran, no personal data)",
 }
@@ -88,6 +89,8 @@ class MongoMemberData:
             "poll_answers": await self._all("poll_answers", mine),
             "audit": await self._all("audit", {"actor": profile_id}),
             "broadcasts": await self._all("broadcasts", {"by": profile_id}),
+            "tickets": await self._all("tickets", {"$or": [{"member": profile_id},
+                                                           {"staff": profile_id}]}),
             "referred": [{"_id": d["_id"], "at": (d.get("referral") or {}).get("at")}
                          for d in await self._all("profiles", {"referral.by": profile_id})],
         }
@@ -111,9 +114,11 @@ class MongoMemberData:
         stand_in = erased_id(pid, salt)
         nickname = str((profile.get("fields") or {}).get("nickname") or "")
         db, out = self._db, {}
-        # Her sisters' records name her (invitations, introductions, relays): redacted.
+        # Her sisters' and her helpers' records name her (invitations, relays): redacted.
         matches = await self._all("matches", {"$or": [{"from": pid}, {"to": pid}]})
-        sisters = sorted({m["to"] if m["from"] == pid else m["from"] for m in matches})
+        sisters = sorted({m["to"] if m["from"] == pid else m["from"] for m in matches}
+                         | {str(t["staff"]) for t in await self._all("tickets", {"member": pid})
+                            if t.get("staff")})  # and the staff who answered her
         out["interactions_redacted"] = 0
         if nickname and sisters:
             out["interactions_redacted"] = (await db["interactions"].update_many(
@@ -156,6 +161,8 @@ class MongoMemberData:
                 changes.update(actor=stand_in, openid=None)
             await db["audit"].update_one({"_id": doc["_id"]}, {"$set": changes})
             out["audit"] += 1
+        out["tickets"] = (await db["tickets"].delete_many({"member": pid})).deleted_count
+        await db["tickets"].update_many({"staff": pid}, {"$set": {"staff": stand_in}})
         out["broadcasts"] = (await db["broadcasts"].update_many(
             {"by": pid}, {"$set": {"by": stand_in}})).modified_count
         out["referrals_unlinked"] = (await db["profiles"].update_many(

@@ -25,6 +25,7 @@ from store.ledger import MongoLedger
 from store.member_data import MongoMemberData
 from store.records import FollowState, Identity, Interaction, Profile, identity_key
 from store.snapshot import load, save
+from store.tickets import MongoTickets
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,7 @@ class MongoStore:
         self.campaigns = MongoCampaigns(self._db)
         self.audit = MongoAudit(self._db)
         self.member_data = MongoMemberData(self._db)
+        self.tickets = MongoTickets(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str, snapshot: Path | None = None
@@ -349,6 +351,7 @@ class MongoStore:
         await store.campaigns.ensure_indexes()
         await store.audit.ensure_indexes()
         await store.member_data.ensure_indexes()
+        await store.tickets.ensure_indexes()
         return store
 
     async def ping(self) -> None:

@@ -186,6 +186,27 @@ class AuditRepo(Protocol):
     async def latest(self, limit: int, actor: str | None = None) -> list[dict[str, Any]]: ...
 
 
+class TicketRepo(Protocol):
+    """转人工 tickets (store/tickets.py): at most one open per member."""
+
+    async def create(self, doc: dict[str, Any]) -> bool: ...
+
+    async def open_for(self, profile_id: str) -> dict[str, Any] | None: ...
+
+    async def get(self, ticket_id: str) -> dict[str, Any] | None: ...
+
+    async def update_open(self, ticket_id: str, set_fields: dict[str, Any],
+                          inc: dict[str, int] | None = None,
+                          only_if_unset: str | None = None) -> dict[str, Any] | None: ...
+
+    async def close(self, ticket_id: str, now: datetime, by: str) -> dict[str, Any] | None: ...
+
+    async def open_tickets(self, staff: str | None = None, unassigned: bool = False
+                           ) -> list[dict[str, Any]]: ...
+
+    async def since(self, when: datetime) -> list[dict[str, Any]]: ...
+
+
 class MemberDataRepo(Protocol):
     """Everything about one member across collections (store/member_data.py)."""
 
@@ -224,6 +245,9 @@ class Store(Protocol):
 
     @property
     def member_data(self) -> MemberDataRepo: ...
+
+    @property
+    def tickets(self) -> TicketRepo: ...
 
     @property
     def embedded(self) -> bool:

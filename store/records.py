@@ -43,6 +43,8 @@ class Profile(TypedDict):
     consents: NotRequired[dict[str, Any]]  # privacy / sensitive / matching: the latest
     consent_history: NotRequired[list[dict[str, Any]]]  # every grant and withdrawal
     erasure: NotRequired[dict[str, Any]]  # a deletion she (or staff) asked for: due, by
+    role: NotRequired[str]  # consumer, kol, employee, manager, marketer, admin
+    staff: NotRequired[dict[str, Any]]  # on duty, the ticket she is answering (转人工)
     referral: NotRequired[dict[str, Any]]  # by (profile id), scene, event, at: set once
 
 

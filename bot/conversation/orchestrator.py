@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from bot.brand_calendar import BrandCalendar
 from bot.conversation.outbound import Outbound
 from bot.conversation.rasa import Parsed, RasaUnavailable
-from bot.flow_engine.actions import TurnInput
+from bot.flow_engine.actions import Say, TurnInput
 from bot.flow_engine.engine import FlowEngine
 from bot.flow_engine.templates import detect_lang
 from bot.messages import InboundMessage, Reply
@@ -67,6 +67,16 @@ class EventHook(Protocol):
         ...
 
 
+class Interceptor(Protocol):
+    """Something that takes a member's text before the bot answers it (a person handling
+    her conversation: bot/handoff/)."""
+
+    async def intercept(self, profile: Profile, text: str, now: datetime, source: str
+                        ) -> str | None:
+        """What to say instead ("" for nothing), or None to let the bot answer."""
+        ...
+
+
 class Turn:
     """The answer to one inbound message, as the channel waits for it."""
 
@@ -104,6 +114,7 @@ class Orchestrator:
         metrics: Metrics,
         commands: CommandHandler | None = None,
         event_hooks: Sequence[EventHook] = (),
+        interceptor: Interceptor | None = None,
         order_wait: float = 30.0,
         testers: Collection[str] = (),  # identity keys (channel:account:id)
         max_text: int = 2000,
@@ -118,6 +129,7 @@ class Orchestrator:
         self._metrics = metrics
         self._commands = commands
         self._hooks = tuple(event_hooks)
+        self._interceptor = interceptor
         self._order_wait = order_wait
         self._testers = set(testers)
         self._max_text = max_text
@@ -272,6 +284,12 @@ class Orchestrator:
                                                      msg.record_key)
                 if answer is not None:
                     return [Reply(kind="text", text=answer)], "command", None, None
+            if self._interceptor is not None and msg.kind == "text":
+                said = await self._interceptor.intercept(profile, text, datetime.now(UTC),
+                                                         msg.record_key)
+                if said is not None:  # a person has her conversation: the bot is silent
+                    return ([Reply(kind="text", text=said)] if said else []), "handoff", \
+                        None, None
             try:
                 parsed = await self._nlu.parse(text, msg.follower)
                 intent, confidence = parsed.intent, parsed.confidence
@@ -305,9 +323,25 @@ class Orchestrator:
             return [self._out.apology(lang)], "error", intent, confidence
         if nlu_down and [s.template for s in says] == ["fallback"]:
             return [self._out.apology(lang)], "rasa_unavailable", None, None
+        says = await self._offer_a_person(profile, says)
         replies = self._out.say(says, lang, profile)
         outcome = "rasa_unavailable" if nlu_down else ("replied" if replies else "no_reply")
         return replies, outcome, intent, confidence
+
+
+    async def _offer_a_person(self, profile: Profile, says: list[Say]) -> list[Say]:
+        """A second misunderstanding in a row offers a person instead of a second
+        "I didn't get that"; anything understood starts the count again."""
+        missed = [s.template for s in says] == ["fallback"]
+        streak = int((profile.get("counters") or {}).get("misunderstood", 0))
+        if missed:
+            await self._store.profiles.update(profile["_id"],
+                                              {"counters.misunderstood": streak + 1})
+            if streak + 1 >= 2:
+                return [Say("fallback_offer_person")]
+        elif streak:
+            await self._store.profiles.update(profile["_id"], {"counters.misunderstood": 0})
+        return says
 
 
 def _identity(msg: InboundMessage) -> Identity:

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from jinja2 import TemplateError
 
-from bot.brand_calendar import BrandCalendar
+from bot.brand_calendar import BrandCalendar, window_end
 from bot.consents import consented
 from bot.flow_engine.model import FlowSet
 from bot.flow_engine.templates import TemplateLibrary, TemplateProblem
@@ -81,23 +81,6 @@ async def _batches(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]
 def monthly_path(month: str) -> str:
     """Where a member's broadcasts of `month` are counted on her profile (the monthly cap)."""
     return f"broadcasts.{month}"
-
-
-def in_quiet_hours(local: datetime, window: tuple[tuple[int, int], tuple[int, int]] | None
-                   ) -> datetime | None:
-    """The local time quiet hours end, if `local` is inside them; else None."""
-    if window is None:
-        return None
-    (sh, sm), (eh, em) = window
-    start, end, now = time(sh, sm), time(eh, em), local.timetz().replace(tzinfo=None)
-    if start == end:
-        return None
-    inside = (start <= now or now < end) if start > end else (start <= now < end)
-    if not inside:
-        return None
-    end_day = local.date() + timedelta(days=1) if start > end and now >= start else \
-        local.date()
-    return datetime.combine(end_day, time(eh, em), tzinfo=local.tzinfo)
 
 
 class Campaigns:
@@ -179,7 +162,7 @@ class Campaigns:
             raise CampaignError(f"{bid} 当前状态为 {doc['status']}，无需确认。")
         await self._queue.enqueue("campaign_plan", [bid], f"plan:{bid}")
         note = ""
-        end = in_quiet_hours(self._calendar.local(now), self._cfg.quiet_window())
+        end = window_end(self._calendar.local(now), self._cfg.quiet_window())
         if end is not None:
             note = f"（现在是免打扰时段，{end:%H:%M} 后开始发送）"
         return f"{bid} 已确认，开始排队发送{note}。用 /status {bid} 查看进度。"
@@ -287,7 +270,7 @@ class Campaigns:
         if doc is None or doc["status"] != "running":
             return tally
         now = self.clock()
-        end = in_quiet_hours(self._calendar.local(now), self._cfg.quiet_window())
+        end = window_end(self._calendar.local(now), self._cfg.quiet_window())
         if end is not None:
             # Deferred, not dropped: the same chunk runs again when quiet hours end.
             await self._queue.enqueue("campaign_send", [bid, chunk, ids],
@@ -443,7 +426,7 @@ class Campaigns:
                 f"{self._cfg.monthly_cap} 条 {capped}，{hours}"
                 f"{'' if mapped else '且无' + rules.fallback_name} {ways['outside_window']}，"
                 f"{rules.text_name}额度已用完 {ways['no_budget']}）")
-        end = in_quiet_hours(self._calendar.local(now), self._cfg.quiet_window())
+        end = window_end(self._calendar.local(now), self._cfg.quiet_window())
         if end is not None:
             text += f"\n现在是免打扰时段（{self._cfg.quiet_hours}），将于 {end:%H:%M} 开始发送。"
         if ways["customer_service"] > rules.text_daily or ways["template"] > rules.fallback_daily:

@@ -94,12 +94,28 @@ class MemberRights(Protocol):
                               immediately: bool = False) -> datetime: ...
 
 
+class PersonHandoff(Protocol):
+    """What staff commands use of 转人工 (bot/handoff/tickets.py)."""
+
+    async def reply(self, staff: Profile, ticket_id: str, text: str, now: datetime,
+                    source: str) -> str: ...
+
+    async def done(self, staff: Profile | None, ticket_id: str | None, now: datetime,
+                   why: str = "done") -> str: ...
+
+    async def duty(self, staff: Profile, on: bool, now: datetime) -> str: ...
+
+    async def stats(self, now: datetime) -> str: ...
+
+
 class Commands:
     def __init__(self, store: Store, campaigns: Campaigns, points: Points, audit: Audit,
                  admins: Collection[str], grant_daily_cap: int,
-                 calendar: BrandCalendar, rights: MemberRights | None = None) -> None:
+                 calendar: BrandCalendar, rights: MemberRights | None = None,
+                 handoff: PersonHandoff | None = None) -> None:
         self._store = store
         self.rights = rights
+        self.handoff = handoff
         self.campaigns = campaigns
         self._points = points
         self._audit_log = audit
@@ -125,7 +141,7 @@ class Commands:
         cmd = REGISTRY.get(head.strip().casefold())
         call = Call(profile, role, args.strip(), now, source)
         name = cmd.name if cmd else head[:20]
-        if role not in STAFF:
+        if role not in STAFF and role not in SERVICE:
             # Not staff: no hint that commands exist; the message is ordinary chat.
             await self._audit(call, name, "refused", "not staff")
             return None
@@ -366,6 +382,48 @@ async def _erase(c: Commands, call: Call) -> str:
     return f"已为 {name} 提交注销，将于 {c.calendar.local(due):%Y-%m-%d %H:%M} 删除。"
 
 
+SERVICE = frozenset({"employee", "manager", "admin"})
+
+
+def _handoff(c: Commands) -> PersonHandoff:
+    if c.handoff is None:
+        raise CommandError("人工服务未开启。")
+    return c.handoff
+
+
+async def _handoff_call(fn: Awaitable[str]) -> str:
+    try:
+        return await fn
+    except ValueError as e:  # the handoff refuses with a reason in words (HandoffError)
+        raise CommandError(str(e)) from e
+
+
+@command("duty", ("值班",), SERVICE, "/duty on|off  上班接转人工 / 下班")
+async def _duty(c: Commands, call: Call) -> str:
+    word = call.args.strip().casefold()
+    on = {"on": True, "上班": True, "开": True, "off": False, "下班": False, "关": False}.get(word)
+    if on is None:
+        raise CommandError("格式: /duty on 或 /duty off。")
+    return await _handoff_call(_handoff(c).duty(call.actor, on, call.now))
+
+
+@command("reply", ("回复",), SERVICE, "/reply <工单号> <内容>")
+async def _reply(c: Commands, call: Call) -> str:
+    ticket, _, text = call.args.strip().partition(" ")
+    if not ticket or not text.strip():
+        raise CommandError("格式: /reply <工单号> <内容>。")
+    call.audit.update(detail=f"reply {ticket[:12]}")
+    return await _handoff_call(_handoff(c).reply(call.actor, ticket, text, call.now,
+                                                 call.source))
+
+
+@command("done", ("结束",), SERVICE, "/done [工单号]  结束人工服务，小助手接回")
+async def _done(c: Commands, call: Call) -> str:
+    ticket = call.args.strip() or None
+    call.audit.update(detail=f"done {ticket or ''}".strip())
+    return await _handoff_call(_handoff(c).done(call.actor, ticket, call.now))
+
+
 @command("stats", ("统计",), STAFF, "/stats 关注、会员、7 天活跃、积分、匹配、最近群发")
 async def _stats(c: Commands, call: Call) -> str:
     p = c._store.profiles
@@ -383,4 +441,6 @@ async def _stats(c: Commands, call: Call) -> str:
                      f"{tally.get('sent', 0)}/{doc.get('total', doc.get('estimate', 0))}")
     if not recent:
         lines.append("（暂无）")
+    if c.handoff is not None:
+        lines.append(await c.handoff.stats(call.now))
     return "\n".join(lines)

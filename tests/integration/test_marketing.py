@@ -328,7 +328,8 @@ async def test_poll_answers_once_with_points(app, wechat_api):
     admin = await boss(app)
     mei = Chat(app, "o_poll_mei")
     await mei.say("你好")  # a member who wrote recently (inside 48 h)
-    await app.store.profiles.update((await mei.profile())["_id"], {"member.id": "M00000000AA"})
+    await app.store.profiles.update((await mei.profile())["_id"], {
+        "member.id": "M00000000AA", "consents.privacy": {"accepted": True}})
     preview = await admin.say("/poll member:yes | 最想参加的活动？ | 线上讲座 | 产品试用")
     assert "最想参加的活动" in preview and "1. 线上讲座" in preview
     bid = bid_in(preview)

@@ -53,8 +53,10 @@ BOT_RULES = {
     "bot.members": ("bot.conversation", "bot.sisters", "bot.marketing", "bot.rights",
                     "bot.core"),
     "bot.sisters": ("bot.conversation", "bot.marketing", "bot.rights", "bot.core"),
-    "bot.marketing": ("bot.conversation", "bot.rights", "bot.core"),  # rights by a port
-    "bot.rights": ("bot.conversation", "bot.marketing", "bot.core"),
+    "bot.marketing": ("bot.conversation", "bot.rights", "bot.handoff", "bot.core"),  # ports
+    "bot.rights": ("bot.conversation", "bot.marketing", "bot.handoff", "bot.core"),
+    "bot.handoff": ("bot.conversation", "bot.marketing", "bot.rights", "bot.sisters",
+                    "bot.core"),
     "bot.conversation": ("bot.members", "bot.sisters", "bot.marketing", "bot.rights",
                          "bot.core"),
 }
