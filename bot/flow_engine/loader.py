@@ -70,6 +70,7 @@ class _Checker:
         self.slots: dict[str, Slot] = {}
         self.flows: dict[str, Flow] = {}
         self.template_refs: list[tuple[str, str, int]] = []  # (name, file, line)
+        self.slot_refs: list[tuple[str, str, int, str]] = []  # (slot, file, line, where)
         self.condition_refs: list[tuple[set[str], str, int, str]] = []
         self.moments: dict[str, Moment] = {}
         self.moment_lines: dict[str, tuple[str, int]] = {}
@@ -320,8 +321,8 @@ class _Checker:
         arg = raw[kind]
         step_id = str(raw.get("id") or f"step{i + 1}")
         if kind == "collect":
-            if str(arg) not in self.slots:
-                self.err(fname, lines[(*path, kind)], f"{where}: unknown slot {arg!r}")
+            # Checked when every file is read: slots are shared between files.
+            self.slot_refs.append((str(arg), fname, lines[(*path, kind)], where))
         elif kind == "say":
             self.template_refs.append((str(arg), fname, lines[(*path, kind)]))
         elif kind == "action" and str(arg) not in self.known.actions:
@@ -338,9 +339,7 @@ class _Checker:
             self.err(fname, lines[(*path, kind)], f"{where}: set takes a mapping of slots")
         elif kind == "set":
             for slot in arg:
-                if slot not in self.slots:
-                    self.err(fname, lines[(*path, kind, slot)], f"{where}: unknown slot "
-                             f"{slot!r}")
+                self.slot_refs.append((str(slot), fname, lines[(*path, kind, slot)], where))
         for key in ("ask", "reask"):
             if raw.get(key):
                 self.template_refs.append((str(raw[key]), fname, lines[(*path, key)]))
@@ -409,6 +408,9 @@ class _Checker:
 
     # -- across files -----------------------------------------------------------------
     def finish(self, flows_dir: str) -> None:
+        for slot, fname, line, where in self.slot_refs:
+            if slot not in self.slots:
+                self.err(fname, line, f"{where}: unknown slot {slot!r}")
         for name in sorted(set(self.known.required_templates) - set(self.templates)):
             self.err(flows_dir, 1, f"template {name!r} is required by the app and is not "
                      "defined in any flow file")

@@ -15,11 +15,12 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from bot.brand_calendar import BrandCalendar
-from bot.consents import record_consent
+from bot.consents import consented, record_consent
 from bot.flow_engine.actions import Say, StepContext, step_action
 from bot.members.lifestage import is_stage_tag, stage_of
 from bot.members.points import Points
 from bot.members.referrals import Referrals
+from bot.privacy import mask_phones
 from bot.settings import MembersSettings
 from store.protocols import Store
 from store.records import Profile
@@ -77,6 +78,10 @@ class LifeStages:
             await self.refresh(profile, today)
             count += 1
         return count
+
+
+# Fields a member may correct in the chat (one flow each, flows/profile.yml).
+CORRECTABLE = ("due_date", "baby_birthday", "city", "nickname", "mobile")
 
 
 class MemberListener(Protocol):
@@ -146,6 +151,44 @@ class MemberActions:
         for listener in self._listeners:
             await listener.member_updated(fresh)  # e.g. new dates move her in matching
         ctx.vars["member"] = {"id": updates["member.id"], "first_time": first_time}
+        return []
+
+    @step_action("profile_can_update")
+    async def profile_can_update(self, ctx: StepContext) -> list[Say]:
+        """Before asking for a correction: is she a member, and may dates be kept?"""
+        profile = await profile_of(self._store, ctx)
+        ctx.vars["can"] = {"member": bool((profile.get("member") or {}).get("id")),
+                           "dates": consented(profile, "sensitive")}
+        return []
+
+    @step_action("update_profile")
+    async def update_profile(self, ctx: StepContext) -> list[Say]:
+        """A correction of one field (the slot her correction flow collected), checked by
+        the same validator as at sign-up; what depends on it follows (stage tags, her
+        place in matching)."""
+        profile = await profile_of(self._store, ctx)
+        field = next((f for f in CORRECTABLE if ctx.slots.get(f) not in (None, "")), None)
+        if field is None:
+            ctx.vars["updated"] = {"ok": False}
+            return []
+        value = ctx.slots[field]
+        if field in ("due_date", "baby_birthday") and not consented(profile, "sensitive"):
+            ctx.vars["updated"] = {"ok": False, "why": "consent"}
+            return []
+        updates: dict[str, Any] = {f"fields.{field}": value, "member.updated": ctx.turn.now}
+        if field == "city" and isinstance(value, dict):
+            updates.update({"fields.city": value.get("city"),
+                            "fields.province": value.get("province")})
+        await self._store.profiles.update(profile["_id"], updates)
+        fresh = await self._store.profiles.get(profile["_id"])
+        assert fresh is not None
+        await self._stages.refresh(fresh, ctx.turn.today)
+        for listener in self._listeners:
+            await listener.member_updated(fresh)
+        shown = value.get("city") if isinstance(value, dict) else value
+        ctx.vars["updated"] = {"ok": True, "field": field,
+                               "value": mask_phones(str(shown)) if field == "mobile"
+                               else str(shown)}
         return []
 
     @step_action("referral_qr")
