@@ -26,6 +26,7 @@ from bot.flow_engine.engine import FlowEngine
 from bot.flow_engine.registry import FlowRegistry
 from bot.handoff.tickets import IDLE_JOB, Handoff
 from bot.jobs import Job, JobQueue
+from bot.knowledge.answers import FAQ_FLOW, Knowledge
 from bot.marketing.audit import Audit
 from bot.marketing.campaigns import Campaigns
 from bot.marketing.commands import Commands
@@ -45,7 +46,8 @@ from store.state import State
 
 # The classes whose `@step_action` methods the flows may call: their names are the flows'
 # known actions, for the running app and for `scrm flows check` alike.
-ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions, DataRights, Handoff)
+ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions, DataRights, Handoff,
+                           Knowledge)
 ACTION_NAMES: Final = action_names(*ACTION_PROVIDERS)
 STAGE_REFRESH_AT: Final = time(0, 5)  # brand time: every member's life stage, daily
 RETENTION_AT: Final = time(3, 30)  # brand time: old texts stripped, long-gone followers erased
@@ -128,18 +130,21 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
     sisters = SisterActions(store, matcher, settings.members, outbound, queue)
     rights = DataRights(store, state, settings.members, calendar, stages, sisters, queue)
     handoff = Handoff(store, outbound, queue, calendar, settings.handoff)
+    knowledge = Knowledge(flows, store.faq)  # the registry: a reload swaps the answers too
     actions = actions_of([
         MemberActions(store, points, settings.members, referrals, stages, [matcher]),
-        sisters, PollActions(store, points, settings.marketing), rights, handoff,
+        sisters, PollActions(store, points, settings.marketing), rights, handoff, knowledge,
     ])
     engine = FlowEngine(flows, state.flows, actions, awarder=points, profiles=store.profiles,
                         notifier=outbound, calendar=calendar,
-                        fallback_threshold=settings.members.nlu_threshold)
+                        fallback_threshold=settings.members.nlu_threshold,
+                        fallback_flow=FAQ_FLOW)
     campaigns = Campaigns(store, flows, settings.marketing, [t.name for t in settings.points.tiers],
                           calendar, settings.app.default_lang, state.stops, state.rate,
                           state.flows, queue, notify=outbound.notify_text, outlets=outlets)
     commands = Commands(store, campaigns, points, Audit(store), staff.admins,
-                        settings.marketing.grant_daily_cap, calendar, rights, handoff)
+                        settings.marketing.grant_daily_cap, calendar, rights, handoff,
+                        [knowledge.stats])
     orchestrator = Orchestrator(
         store=store, nlu=nlu, engine=engine, calendar=calendar, outbound=outbound,
         order=state.order, outbox=state.outbox, metrics=metrics, commands=commands,

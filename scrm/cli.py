@@ -430,8 +430,8 @@ def _check_flows(args: argparse.Namespace) -> bool:
         print(f"{len(e.errors)} problem(s); nothing was changed.")
         return False
     current = registry.current
-    print(f"ok: {len(current.flows)} flows, {len(current.slots)} slots, version "
-          f"{current.version}")
+    print(f"ok: {len(current.flows)} flows, {len(current.slots)} slots, "
+          f"{len(registry.knowledge.entries)} common questions, version {current.version}")
     return True
 
 

@@ -36,6 +36,7 @@ COLLECTIONS: dict[str, str] = {
     "audit": "anonymised (kept: who did what, without her identity)",
     "tickets": "erased where she asked for a person; anonymised where she answered as staff",
     "rewards": "nothing of hers (the reward catalogue)",
+    "faq_feedback": "nothing of hers (per-entry counts, per-answer markers; no member id)",
     "tombstones": "nothing of hers (when and by whom an erasure ran, no personal data)",
 }
 ERASED_PREFIX = "erased:"

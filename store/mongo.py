@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from store.audit import MongoAudit
 from store.campaigns import MongoCampaigns
 from store.errors import guarded
+from store.knowledge import MongoFaqFeedback
 from store.ledger import MongoLedger
 from store.member_data import MongoMemberData
 from store.records import FollowState, Identity, Interaction, Profile, identity_key
@@ -319,6 +320,7 @@ class MongoStore:
         self.audit = MongoAudit(self._db)
         self.member_data = MongoMemberData(self._db)
         self.tickets = MongoTickets(self._db)
+        self.faq = MongoFaqFeedback(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str, snapshot: Path | None = None
@@ -352,6 +354,7 @@ class MongoStore:
         await store.audit.ensure_indexes()
         await store.member_data.ensure_indexes()
         await store.tickets.ensure_indexes()
+        await store.faq.ensure_indexes()
         return store
 
     async def ping(self) -> None:

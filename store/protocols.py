@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Protocol
 
+from store.knowledge import FaqFeedbackRepo
 from store.ledger import Award, Mismatch, Redemption, Spend
 from store.records import FollowState, Identity, Interaction, Profile
 
@@ -248,6 +249,9 @@ class Store(Protocol):
 
     @property
     def tickets(self) -> TicketRepo: ...
+
+    @property
+    def faq(self) -> FaqFeedbackRepo: ...
 
     @property
     def embedded(self) -> bool:

@@ -49,6 +49,10 @@ class Nlu(Protocol):
     async def parse(self, text: str, follower: str = "") -> Parsed: ...
 
 
+# What the bot says when it did not understand: sorry, or no common question matched.
+MISSED = (["fallback"], ["faq_unknown"])
+
+
 class CommandHandler(Protocol):
     async def handle(self, profile: Profile, text: str, now: datetime, source: str
                      ) -> str | None:
@@ -321,7 +325,7 @@ class Orchestrator:
             # without an outcome; the log gets the detail.
             log.exception("flow turn failed", extra={"intent": intent})
             return [self._out.apology(lang)], "error", intent, confidence
-        if nlu_down and [s.template for s in says] == ["fallback"]:
+        if nlu_down and [s.template for s in says] in MISSED:
             return [self._out.apology(lang)], "rasa_unavailable", None, None
         says = await self._offer_a_person(profile, says)
         replies = self._out.say(says, lang, profile)
@@ -332,7 +336,7 @@ class Orchestrator:
     async def _offer_a_person(self, profile: Profile, says: list[Say]) -> list[Say]:
         """A second misunderstanding in a row offers a person instead of a second
         "I didn't get that"; anything understood starts the count again."""
-        missed = [s.template for s in says] == ["fallback"]
+        missed = [s.template for s in says] in MISSED
         streak = int((profile.get("counters") or {}).get("misunderstood", 0))
         if missed:
             await self._store.profiles.update(profile["_id"],

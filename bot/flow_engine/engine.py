@@ -73,8 +73,12 @@ def _push(stack: list[dict[str, Any]], frame: dict[str, Any]) -> None:
 class FlowEngine:
     def __init__(self, flows: FlowSource, states: FlowStates, actions: Mapping[str, StepAction],
                  awarder: Awarder, profiles: Profiles, notifier: Notifier,
-                 calendar: BrandCalendar, fallback_threshold: float = 0.55) -> None:
+                 calendar: BrandCalendar, fallback_threshold: float = 0.55,
+                 fallback_flow: str | None = None) -> None:
         self._flows = flows
+        # A message nothing else understood goes to this flow, when it exists (the FAQ:
+        # flows/knowledge.yml), before the bot says it did not understand.
+        self._fallback_flow = fallback_flow
         self._states = states
         self._actions = actions
         self._awarder = awarder
@@ -118,15 +122,10 @@ class FlowEngine:
             elif trigger and trigger != top.id and fs.flows[trigger].interrupts:
                 _push(stack, {"flow": trigger, "step": None, "slots": {}})
                 await self._run(fs, stack, out, inp)
-            else:
-                await self._answer(fs, stack, out, inp)
-        elif trigger:
-            _push(stack, {"flow": trigger, "step": None, "slots": {}})
-            await self._run(fs, stack, out, inp)
-        elif inp.event == "click":
-            out.append(Say("menu_unknown"))
-        elif not inp.event:  # other events without a flow (scan, ...) are only recorded
-            out.append(Say("fallback"))
+            elif not await self._answer(fs, stack, out, inp):
+                await self._new_message(fs, stack, out, inp, trigger)  # it was ignored
+        else:
+            await self._new_message(fs, stack, out, inp, trigger)
         if not inbox_done:
             # She was answering her own question; the bot's goes on top now, and is asked
             # in this reply, so she answers it knowingly with her next message.
@@ -220,8 +219,23 @@ class FlowEngine:
         except (KeyError, TypeError):
             return None
 
+    async def _new_message(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
+                           inp: TurnInput, trigger: str | None) -> None:
+        """A message that answers nothing: its flow, else the fallback flow, else sorry."""
+        if trigger is None and not inp.event and self._fallback_flow in fs.flows:
+            trigger = self._fallback_flow
+        if trigger:
+            _push(stack, {"flow": trigger, "step": None, "slots": {}})
+            await self._run(fs, stack, out, inp)
+        elif inp.event == "click":
+            out.append(Say("menu_unknown"))
+        elif not inp.event:  # other events without a flow (scan, ...) are only recorded
+            out.append(Say("fallback"))
+
     async def _answer(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
-                      inp: TurnInput) -> None:
+                      inp: TurnInput) -> bool:
+        """Her message as the answer to the waiting question; False when the question was
+        optional and the message does not answer it (dropped: the caller reads it anew)."""
         frame = stack[-1]
         waiting = self._waiting(fs, frame)
         if waiting is None:
@@ -229,7 +243,7 @@ class FlowEngine:
             frame.update(step=None, slots={})
             frame.pop("confirm", None)
             await self._run(fs, stack, out, inp)
-            return
+            return True
         _, step, slot = waiting
         pending = frame.get("confirm")
         if pending is not None:
@@ -242,21 +256,25 @@ class FlowEngine:
                     await self._keep(fs, stack, out, inp, pending["value"])
                 else:
                     out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
-                return
+                return True
         result = get_validator(slot.validator)(inp.text, inp.today)
         if isinstance(result, Invalid):
+            if slot.optional and pending is None:
+                stack.pop()  # saved with the rest of the turn
+                return False
             if pending is not None:
                 out.append(self._confirm_say(slot, frame))
-                return
+                return True
             template = step.reask or slot.reask or step.ask or slot.ask or "fallback"
             out.append(Say(template, {"reason": result.reason, "slots": frame["slots"]}))
-            return
+            return True
         if result.confirm is not None:
             frame["confirm"] = {"value": _jsonable(result.value), "why": result.confirm}
             out.append(self._confirm_say(slot, frame))
-            return
+            return True
         frame.pop("confirm", None)
         await self._keep(fs, stack, out, inp, _jsonable(result.value))
+        return True
 
     async def _keep(self, fs: FlowSet, stack: list[dict[str, Any]], out: list[Say],
                     inp: TurnInput, value: Any) -> None:

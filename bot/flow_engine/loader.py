@@ -25,7 +25,7 @@ STEP_KINDS: tuple[StepKind, ...] = ("collect", "say", "action", "tag", "award", 
 STEP_KEYS = {*STEP_KINDS, "id", "next", "ask", "reask"}
 FLOW_KEYS = {"description", "triggers", "steps", "cancellable", "interrupts", "draft"}
 TRIGGER_KEYS = {"intents", "keywords", "menu", "events", "scenes"}
-SLOT_KEYS = {"validator", "ask", "reask", "sensitive", "confirm"}
+SLOT_KEYS = {"validator", "ask", "reask", "sensitive", "confirm", "optional"}
 FILE_KEYS = {"flows", "slots", "templates", "moments"}
 MOMENT_KEYS = {"week", "baby_months", "template", "description"}
 LIMITS = {"week": (1, 42), "baby_months": (0, 72)}
@@ -260,7 +260,8 @@ class _Checker:
                     self.template_refs.append((str(spec[key]), fname,
                                                lines[("slots", name, key)]))
             self.slots[name] = Slot(name, validator, spec.get("ask"), spec.get("reask"),
-                                    bool(spec.get("sensitive", False)), spec.get("confirm"))
+                                    bool(spec.get("sensitive", False)), spec.get("confirm"),
+                                    bool(spec.get("optional", False)))
 
     def _flow(self, flow_id: str, body: Any, fname: str, lines: yamlmarks.Lines) -> None:
         base = ("flows", flow_id)

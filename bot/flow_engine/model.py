@@ -34,6 +34,9 @@ class Slot:
     reask: str | None
     sensitive: bool = False
     confirm: str | None = None  # the yes/no asked when the validator's value is an estimate
+    # A question she may ignore ("有帮助吗？"): an answer that does not fit drops it, and
+    # the message is read as a new one instead of re-asking.
+    optional: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -112,10 +112,12 @@ class Commands:
     def __init__(self, store: Store, campaigns: Campaigns, points: Points, audit: Audit,
                  admins: Collection[str], grant_daily_cap: int,
                  calendar: BrandCalendar, rights: MemberRights | None = None,
-                 handoff: PersonHandoff | None = None) -> None:
+                 handoff: PersonHandoff | None = None,
+                 more_stats: Sequence[Callable[[], Awaitable[str]]] = ()) -> None:
         self._store = store
         self.rights = rights
         self.handoff = handoff
+        self.more_stats = tuple(more_stats)  # e.g. the common questions' counts
         self.campaigns = campaigns
         self._points = points
         self._audit_log = audit
@@ -443,4 +445,6 @@ async def _stats(c: Commands, call: Call) -> str:
         lines.append("（暂无）")
     if c.handoff is not None:
         lines.append(await c.handoff.stats(call.now))
+    for more in c.more_stats:
+        lines.append(await more())
     return "\n".join(lines)

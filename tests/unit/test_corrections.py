@@ -22,7 +22,7 @@ async def sign_up(core: CoreHarness, sensitive: str = "同意", due_in_days: int
     answers = ["我要注册", "同意", sensitive, "小安", "13812340000", "1"]
     if sensitive == "同意":
         answers.append((today + timedelta(days=due_in_days)).isoformat())
-    for text in answers + ["上海"]:
+    for text in [*answers, "上海"]:
         await core.say(SHE, text)
     assert (await core.profile(SHE))["member"]["id"]
 
