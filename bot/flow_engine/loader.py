@@ -60,6 +60,25 @@ class Known:
     member_vars: Sequence[str] = ()
 
 
+def checked_text(env: Any, source: str, what: str, expression: bool = False
+                 ) -> tuple[nodes.Template | None, list[str]]:
+    """A template text (or a condition) parsed and checked against the sandbox's limits:
+    its AST (None if it has a problem) and every problem, named by `what`. Flows and the
+    common questions' answers are checked by this one function."""
+    text = "{{ " + source + " }}" if expression else source
+    if len(text) > FLOW_TEMPLATE_LIMIT:
+        return None, [f"{what} is {len(text)} characters long; at most "
+                      f"{FLOW_TEMPLATE_LIMIT} are allowed"]
+    try:
+        ast = env.parse(text)
+    except TemplateSyntaxError as e:
+        return None, [f"{what} is not valid Jinja2: {e.message}"]
+    problems = [f"{what}: {p.message}"
+                + (f" (line {p.lineno} of the text)" if p.lineno > 1 and not expression
+                   else "") for p in template_problems(ast, env)]
+    return (None if problems else ast), problems
+
+
 class _Checker:
     def __init__(self, known: Known) -> None:
         self.known = known
@@ -213,21 +232,10 @@ class _Checker:
                     expression: bool = False) -> nodes.Template | None:
         """A template text (or a condition, `expression`) parsed and checked against the
         sandbox's limits: its AST, or None with every problem recorded at `line`."""
-        text = "{{ " + source + " }}" if expression else source
-        if len(text) > FLOW_TEMPLATE_LIMIT:
-            self.err(fname, line, f"{what} is {len(text)} characters long; at most "
-                     f"{FLOW_TEMPLATE_LIMIT} are allowed")
-            return None
-        try:
-            ast = self.env.parse(text)
-        except TemplateSyntaxError as e:
-            self.err(fname, line, f"{what} is not valid Jinja2: {e.message}")
-            return None
-        problems = template_problems(ast, self.env)
-        for p in problems:
-            at = f" (line {p.lineno} of the text)" if p.lineno > 1 and not expression else ""
-            self.err(fname, line, f"{what}: {p.message}{at}")
-        return None if problems else ast
+        ast, problems = checked_text(self.env, source, what, expression)
+        for problem in problems:
+            self.err(fname, line, problem)
+        return ast
 
     def _slots(self, section: Any, fname: str, lines: yamlmarks.Lines) -> None:
         if not isinstance(section, dict):

@@ -27,15 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import meta
 
 from bot import yamlmarks
-from bot.flow_engine.loader import LANGS, FlowError, FlowsInvalid
+from bot.flow_engine.loader import LANGS, FlowError, FlowsInvalid, checked_text
 from bot.flow_engine.sandbox import (
-    FLOW_TEMPLATE_LIMIT,
     bounded_environment,
     render_bounded,
-    template_problems,
 )
 from bot.knowledge.index import Document, Hit, QuestionIndex
 from bot.knowledge.text import normalise
@@ -203,20 +201,10 @@ class _Checker:
         if not source.strip():
             self.err(fname, line, f"{what} is empty")
             return None
-        if len(source) > FLOW_TEMPLATE_LIMIT:
-            self.err(fname, line, f"{what} is {len(source)} characters long; at most "
-                     f"{FLOW_TEMPLATE_LIMIT} are allowed")
-            return None
-        try:
-            ast = self.env.parse(source)
-        except TemplateSyntaxError as e:
-            self.err(fname, line, f"{what} is not valid Jinja2: {e.message}")
-            return None
-        problems = template_problems(ast, self.env)
-        for p in problems:
-            at = f" (line {p.lineno} of the text)" if p.lineno > 1 else ""
-            self.err(fname, line, f"{what}: {p.message}{at}")
-        if problems:
+        ast, problems = checked_text(self.env, source, what)
+        for problem in problems:
+            self.err(fname, line, problem)
+        if ast is None:
             return None  # (finding variables compiles the text: only once it is allowed)
         used = sorted(meta.find_undeclared_variables(ast))
         if used:
