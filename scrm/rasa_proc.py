@@ -46,17 +46,39 @@ def rasa_venv(root: Path) -> Path:
 
 # Intents the app sends for channel events ("/subscribe"); they have no training examples.
 SYSTEM_INTENTS = ("subscribe", "menu", "scan")
-GENERATOR = "2"  # bump when the generated domain/rules change shape
+GENERATOR = "3"  # bump when the generated domain/rules/data change shape
+FAQ_INTENT = "faq"  # trained from the common questions' own variants (flows/knowledge/)
+
+
+def knowledge_files(root: Path) -> list[Path]:
+    return sorted((root / "flows" / "knowledge").glob("*.yml"))
+
+
+def faq_examples(root: Path) -> list[str]:
+    """Every way of asking a common question: the `faq` intent's training examples, so
+    Rasa tells a question for the knowledge base from a journey; which entry answers it
+    is the app's retrieval (bot/knowledge/)."""
+    out: list[str] = []
+    for path in knowledge_files(root):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for entry in data.get("entries") or []:
+            for question in entry.get("questions") or []:
+                text = str(question).strip()
+                if text and text not in out:
+                    out.append(text)
+    return out
 
 
 def data_hash(root: Path) -> str:
-    """Hash of everything a model is trained from: nlu/, the Rasa lock, the generator.
+    """Hash of everything a model is trained from: nlu/, the common questions' variants,
+    the Rasa lock, the generator.
 
-    flows/ is not part of it: flows are interpreted by the app, so editing one needs no
-    new model; only NLU data does.
+    The rest of flows/ is not part of it: flows are interpreted by the app, so editing one
+    needs no new model; only NLU data and common questions do.
     """
     h = hashlib.sha256(GENERATOR.encode())
-    files = [*sorted((root / "nlu").rglob("*")), root / "requirements" / "rasa-lock.txt"]
+    files = [*sorted((root / "nlu").rglob("*")), *knowledge_files(root),
+             root / "requirements" / "rasa-lock.txt"]
     for f in files:
         if f.is_file():
             h.update(str(f.relative_to(root)).encode())
@@ -72,6 +94,8 @@ def intents(root: Path) -> list[str]:
             name = item.get("intent")
             if name and name not in found:
                 found.append(name)
+    if faq_examples(root) and FAQ_INTENT not in found:
+        found.append(FAQ_INTENT)
     return found
 
 
@@ -105,10 +129,17 @@ def train(root: Path, quiet: bool = False) -> Path:
         started = time.monotonic()
         # cwd is a scratch dir: Rasa writes its .rasa/ cache there, not into the checkout.
         write_domain(root, Path(work))
+        data = [str(root / "nlu" / "data"), str(Path(work) / "rules.yml")]
+        questions = faq_examples(root)
+        if questions:
+            faq = Path(work) / "faq.yml"
+            faq.write_text(yaml.safe_dump({"version": "3.1", "nlu": [{
+                "intent": FAQ_INTENT, "examples": "".join(f"- {q}\n" for q in questions)}]},
+                allow_unicode=True))
+            data.append(str(faq))
         subprocess.run(  # noqa: S603
             [str(venv / "bin" / "rasa"), "train", "--config", str(root / "nlu" / "config.yml"),
-             "--domain", str(Path(work) / "domain.yml"),
-             "--data", str(root / "nlu" / "data"), str(Path(work) / "rules.yml"),
+             "--domain", str(Path(work) / "domain.yml"), "--data", *data,
              "--out", work, "--fixed-model-name", "model"],
             check=True, cwd=work, env={**os.environ, **RASA_ENV},
             stdout=subprocess.DEVNULL if quiet else sys.stderr,
