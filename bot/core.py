@@ -117,15 +117,17 @@ class Core:
 
 async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: Nlu,
                      outlets: Sequence[Outlet], queue: JobQueue, qr: QrIssuer | None,
-                     metrics: Metrics, staff: Staff) -> Core:
-    """Everything channel-free, each part given what it uses."""
+                     metrics: Metrics, staff: Staff, flows: FlowRegistry | None = None
+                     ) -> Core:
+    """Everything channel-free, each part given what it uses (`flows`: an already checked
+    registry of these settings' flows, which tests share between cores)."""
     calendar = BrandCalendar(settings.app.timezone)
     points = Points(store, settings.points, calendar)
     await points.load_rewards()
     referrals = Referrals(store, points, qr)
     stages = LifeStages(store, calendar)
     matcher = Matcher(state.matches, settings.matching)
-    flows = flow_registry(settings)
+    flows = flows or flow_registry(settings)
     outbound = Outbound(store, flows, outlets, settings.app.default_lang)
     sisters = SisterActions(store, matcher, settings.members, outbound, queue)
     rights = DataRights(store, state, settings.members, calendar, stages, sisters, queue)

@@ -192,7 +192,10 @@ async def start_app() -> AsyncIterator[Any]:
 
     async def start(settings: Settings, store: MongoStore | None = None,
                     port: int | None = None, run_worker: bool = True) -> AppHarness:
-        app = create_app(settings, store=store, run_worker=run_worker)
+        from tests.support.core import shared_flows
+
+        app = create_app(settings, store=store, run_worker=run_worker,
+                         flows=shared_flows(settings))
         client = TestClient(TestServer(app, host="127.0.0.1", port=port))
         await client.start_server()
         clients.append(client)

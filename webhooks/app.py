@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundException
 
 from bot.flow_engine.loader import FlowsInvalid
+from bot.flow_engine.registry import FlowRegistry
 from bot.logs import request_id
 from bot.privacy import mask_phones, phone_digits
 from store.protocols import Store
@@ -339,13 +340,15 @@ async def admin_retention(request: web.Request) -> web.Response:
     return web.json_response({"dry_run": dry, **out})
 
 
-def create_app(settings: Settings, store: Store | None = None, run_worker: bool = True
-               ) -> web.Application:
-    """The web application; `store` lets tests and benchmarks share one embedded store."""
+def create_app(settings: Settings, store: Store | None = None, run_worker: bool = True,
+               flows: FlowRegistry | None = None) -> web.Application:
+    """The web application; `store` lets tests and benchmarks share one embedded store,
+    `flows` one checked registry of the flows."""
     app = web.Application(middlewares=[edge, internal_guard], client_max_size=MAX_BODY)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_services(settings, store=store, run_worker=run_worker) as svc:
+        async with open_services(settings, store=store, run_worker=run_worker,
+                                 flows=flows) as svc:
             app[SERVICES] = svc
             for channel in svc.channels:
                 app.router.add_routes(channel.routes())

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from bot.conversation.rasa import RasaClient
 from bot.core import Core, Staff, build_core
+from bot.flow_engine.registry import FlowRegistry
 from bot.jobs import Job
 from bot.logs import hide_secrets
 from bot.metrics import Metrics
@@ -153,9 +154,11 @@ def build_channels(settings: Settings, core: Core, outlet: WeChatOutlet, metrics
 
 @contextlib.asynccontextmanager
 async def open_services(
-    settings: Settings, store: Store | None = None, run_worker: bool = True
+    settings: Settings, store: Store | None = None, run_worker: bool = True,
+    flows: FlowRegistry | None = None,
 ) -> AsyncIterator[Services]:
-    """Everything the app needs, opened in order and closed in reverse."""
+    """Everything the app needs, opened in order and closed in reverse (`flows`: an already
+    checked registry of these settings' flows, which tests share between apps)."""
     hide_secrets([settings.wechat.token, settings.wechat.app_secret, settings.wechat.aes_key,
                   settings.admin.token, settings.json_channel.secret,
                   settings.rasa.action_token])
@@ -182,7 +185,7 @@ async def open_services(
     rasa = RasaClient(session, settings.rasa.url, settings.rasa.timeout_seconds)
     core = await build_core(settings, store, state, nlu=rasa, outlets=[outlet],
                             queue=ArqQueue(pool, keys.queue), qr=wechat_api, metrics=metrics,
-                            staff=staff_of(settings))
+                            staff=staff_of(settings), flows=flows)
     services = Services(settings=settings, store=store, redis=redis, keys=keys, arq=pool,
                         rasa=rasa, metrics=metrics, core=core, wechat=outlet,
                         channels=build_channels(settings, core, outlet, metrics))

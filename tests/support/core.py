@@ -16,13 +16,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from bot.brand_calendar import BrandCalendar
 from bot.conversation.rasa import Parsed
 from bot.core import Core, build_core, flow_registry
+from bot.flow_engine.registry import FlowRegistry
 from bot.flow_engine.templates import TemplateLibrary
 from bot.messages import InboundMessage, Reply
 from bot.metrics import Metrics
@@ -51,14 +52,21 @@ def shipped_templates() -> TemplateLibrary:
 class ExampleNlu:
     """Intents for the exact training examples of nlu/data; anything else is not understood."""
 
+    _read: ClassVar[dict[Path, dict[str, str]]] = {}  # the examples, read once per run
+
     def __init__(self, data_dir: Path = ROOT / "nlu" / "data") -> None:
-        self.intents: dict[str, str] = {}
-        for path in sorted(data_dir.glob("*.yml")):
-            for block in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("nlu", []):
-                for line in str(block.get("examples", "")).splitlines():
-                    text = re.sub(r"^\s*-\s*", "", line).strip()
-                    if text:
-                        self.intents.setdefault(text.casefold(), str(block["intent"]))
+        if data_dir not in ExampleNlu._read:
+            found: dict[str, str] = {}
+            for path in sorted(data_dir.glob("*.yml")):
+                data = yaml.load(path.read_text(encoding="utf-8"),
+                                 Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                for block in (data or {}).get("nlu", []):
+                    for line in str(block.get("examples", "")).splitlines():
+                        text = re.sub(r"^\s*-\s*", "", line).strip()
+                        if text:
+                            found.setdefault(text.casefold(), str(block["intent"]))
+            ExampleNlu._read[data_dir] = found
+        self.intents = dict(ExampleNlu._read[data_dir])
         self.calls: list[str] = []
 
     async def parse(self, text: str, follower: str = "") -> Parsed:
@@ -227,8 +235,22 @@ async def core_harness(**sections: dict[str, Any]) -> CoreHarness:
     state = memory_state()
     outlet = InProcessOutlet(cfg.wechat, api, store, state.allowances)
     core = await build_core(cfg, store, state, nlu=nlu, outlets=[outlet], queue=queue,
-                            qr=api, metrics=Metrics(), staff=staff_of(cfg))
+                            qr=api, metrics=Metrics(), staff=staff_of(cfg),
+                            flows=shared_flows(cfg))
     return CoreHarness(core, wechat, queue, nlu, outlet)
+
+
+_REGISTRIES: dict[str, FlowRegistry] = {}
+
+
+def shared_flows(cfg: Settings) -> FlowRegistry:
+    """The shipped flows, checked once per run and per set of what they may refer to (a
+    quarter of a second each time): the cores and apps of the run share it. A test that
+    edits flows uses a flows folder of its own, so a registry of its own."""
+    key = repr((cfg.app.flows_dir, cfg.points.rules, cfg.app.default_lang))
+    if key not in _REGISTRIES:
+        _REGISTRIES[key] = flow_registry(cfg)
+    return _REGISTRIES[key]
 
 
 def _as_xml(msg: InboundMessage) -> str:
