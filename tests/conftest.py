@@ -196,7 +196,11 @@ async def start_app() -> AsyncIterator[Any]:
 
         app = create_app(settings, store=store, run_worker=run_worker,
                          flows=shared_flows(settings))
-        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+        # No access log, as in production (scrm serve/up run the app with access_log=None):
+        # a request line carries the path, and a member's export link is a secret.
+        server = TestServer(app, host="127.0.0.1", port=port)
+        await server.start_server(access_log=None)
+        client = TestClient(server)
         await client.start_server()
         clients.append(client)
         return AppHarness(client)
