@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot import yamlmarks
 from bot.brand_calendar import Window, clock_window, window_of
@@ -86,9 +93,9 @@ class RedisSettings(Strict):
 
 
 class PointsRule(Strict):
-    points: int = Field(gt=0)
+    points: int = Field(gt=0)  # per `per`; with per: yuan, points for each whole yuan paid
     # once: one award per member ever; day: once per calendar day; event: once per source
-    per: Literal["once", "day", "event"] = "event"
+    per: Literal["once", "day", "event", "yuan"] = "event"
 
 
 class Tier(Strict):
@@ -133,6 +140,64 @@ class RetentionSettings(Strict):
     unfollowed_days: int | None = Field(180, ge=1)  # unfollowed, never joined: erased
 
 
+FieldType = Literal["text", "int", "decimal", "date", "enum", "bool", "list"]
+FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# What sign-up and the profile flows write under `fields.`: a custom field cannot take
+# these names (it would overwrite them, and their rules live in code).
+BUILTIN_FIELDS = frozenset({"nickname", "mobile", "role", "due_date", "baby_birthday",
+                            "city", "province", "stage"})
+
+
+class CustomField(Strict):
+    """One brand-defined member field (`members.fields.<name>`); bot/members/fields.py
+    reads and checks values against it."""
+
+    type: FieldType = "text"
+    label: str | dict[str, str]  # one text, or {zh: ..., en: ...}
+    # A flow validator (bot/flow_engine/validators.py) a `collect` into this field uses
+    # before the type's own check, e.g. cn_mobile or city.
+    validator: str | None = None
+    # enum: the allowed values; list: allowed items (empty: any). A mapping gives each
+    # value a label that is also accepted as input (girl: 女孩).
+    choices: list[str] | dict[str, str] = Field(default_factory=list)
+    min: float | None = None  # int, decimal: bounds; text, list: length bounds
+    max: float | None = None
+    places: int = Field(2, ge=0, le=6)  # decimal: digits kept after the point
+    sensitive: bool = False  # masked like phones; gone with the sensitive-data consent
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | dict[str, str]) -> str | dict[str, str]:
+        if isinstance(v, dict) and not (set(v) <= {"zh", "en"} and v.get("zh")):
+            raise ValueError("label takes zh: (required) and en:")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CustomField:
+        if self.type == "enum" and not self.choices:
+            raise ValueError("an enum field needs choices:")
+        if self.choices and self.type not in ("enum", "list"):
+            raise ValueError(f"choices: only for enum and list fields, not {self.type}")
+        if self.validator is not None:
+            from bot.flow_engine.validators import VALIDATORS  # the registry, filled at import
+
+            if self.validator not in VALIDATORS:
+                raise ValueError(f"unknown validator {self.validator!r} (known: "
+                                 f"{', '.join(sorted(VALIDATORS))})")
+        return self
+
+
+def _check_field_names(v: dict[str, CustomField]) -> dict[str, CustomField]:
+    for name in v:
+        if not FIELD_NAME.match(name):
+            raise ValueError(f"field name {name!r}: lower-case letters, digits and _, "
+                             "starting with a letter, at most 32")
+        if name in BUILTIN_FIELDS:
+            raise ValueError(f"field name {name!r} is built in (taken: "
+                             f"{', '.join(sorted(BUILTIN_FIELDS))})")
+    return v
+
+
 class MembersSettings(Strict):
     privacy_policy_version: str = "2026-11"
     nlu_threshold: float = Field(0.55, ge=0, le=1)
@@ -144,6 +209,15 @@ class MembersSettings(Strict):
     export_minutes: int = Field(30, ge=1, le=1440)
     erasure_cooling_days: int = Field(7, ge=0, le=90)
     retention: RetentionSettings = RetentionSettings()
+    # The brand's own member fields (宝宝性别, 会员卡号, ...): flows, import, staff, segments
+    # (`field.<name>`), templates and exports read them from here.
+    fields: dict[str, CustomField] = Field(default_factory=dict)
+
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, v: dict[str, CustomField]) -> dict[str, CustomField]:
+        return _check_field_names(v)
 
 
 class MatchWeights(Strict):
@@ -223,6 +297,25 @@ class HandoffSettings(Strict):
         return window_of(self.service_hours)
 
 
+class SocialWeights(Strict):
+    """Points of social value (社交价值) per thing she did; bot/members/social.py."""
+
+    referral_member: float = Field(10, ge=0)  # each woman she referred who became a member
+    follower: float = Field(3, ge=0)  # each new follower who came by her QR code
+    share: float = Field(1, ge=0)  # each share of the brand's content
+    helpful: float = Field(5, ge=0)  # each "helpful" a matched sister said about her
+    poll: float = Field(1, ge=0)  # each poll she answered
+    recency: float = Field(10, ge=0)  # in full when she was here today, 0 after recency_days
+
+
+class SocialSettings(Strict):
+    weights: SocialWeights = SocialWeights()
+    recency_days: int = Field(30, ge=1, le=365)
+    hour: int = Field(3, ge=0, le=23)  # the daily recompute, brand time zone
+    kol_weekday: int = Field(0, ge=0, le=6)  # Monday = 0: admins get the KOL suggestions
+    kol_suggestions: int = Field(10, ge=1, le=100)
+
+
 class BotSettings(Strict):
     """The sections the channel-free core reads; channels add their own (webhooks/config.py)."""
 
@@ -235,6 +328,7 @@ class BotSettings(Strict):
     matching: MatchingSettings = MatchingSettings()
     marketing: MarketingSettings = MarketingSettings()
     handoff: HandoffSettings = HandoffSettings()
+    social: SocialSettings = SocialSettings()
 
 
 # Keys that moved to another section: config loading says where they went.

@@ -584,6 +584,11 @@ def main(argv: list[str] | None = None) -> None:
     retention.add_argument("--url", default=None)
     retention.set_defaults(func=cmd_retention)
 
+    from scrm import data_export, data_import
+
+    data_import.add_commands(sub)
+    data_export.add_commands(sub)
+
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -21,9 +21,11 @@ from pymongo.errors import DuplicateKeyError
 from store.audit import MongoAudit
 from store.campaigns import MongoCampaigns
 from store.errors import guarded
+from store.imports import MongoMemberImports
 from store.knowledge import MongoFaqFeedback
 from store.ledger import MongoLedger
 from store.member_data import MongoMemberData
+from store.orders import MongoOrders
 from store.records import FollowState, Identity, Interaction, Profile, identity_key
 from store.snapshot import load, save
 from store.tickets import MongoTickets
@@ -321,6 +323,8 @@ class MongoStore:
         self.member_data = MongoMemberData(self._db)
         self.tickets = MongoTickets(self._db)
         self.faq = MongoFaqFeedback(self._db)
+        self.orders = MongoOrders(self._db)
+        self.imports = MongoMemberImports(self._db)
 
     @classmethod
     async def open(cls, url: str | None, database: str, snapshot: Path | None = None
@@ -355,6 +359,8 @@ class MongoStore:
         await store.member_data.ensure_indexes()
         await store.tickets.ensure_indexes()
         await store.faq.ensure_indexes()
+        await store.orders.ensure_indexes()
+        await store.imports.ensure_indexes()
         return store
 
     async def ping(self) -> None:

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Protocol
 
+from store.imports import MemberImportRepo
 from store.knowledge import FaqFeedbackRepo
 from store.ledger import Award, Mismatch, Redemption, Spend
+from store.orders import OrderRepo
 from store.records import FollowState, Identity, Interaction, Profile
 
 
@@ -252,6 +254,12 @@ class Store(Protocol):
 
     @property
     def faq(self) -> FaqFeedbackRepo: ...
+
+    @property
+    def orders(self) -> OrderRepo: ...
+
+    @property
+    def imports(self) -> MemberImportRepo: ...
 
     @property
     def embedded(self) -> bool:

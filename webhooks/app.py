@@ -26,15 +26,18 @@ from bot.logs import request_id
 from bot.privacy import mask_phones, phone_digits
 from store.protocols import Store
 from store.records import Profile
+from webhooks import admin_export, admin_import, shop
 from webhooks.config import Settings
-from webhooks.services import Services, open_services
+from webhooks.services import SERVICES, open_services
 
 log = logging.getLogger(__name__)
 
-SERVICES = web.AppKey("services", Services)
 MAX_BODY = 1024 * 1024  # WeChat messages are a few KB; anything near this is hostile
 CHANNEL_PATHS = ("/wechat", "/webhooks/")
 INTERNAL_PATHS = ("/admin/", "/rasa/")
+# Called by the brand's own systems from outside and signed (HMAC over the body) instead of
+# the admin token: the handler checks the signature (webhooks/shop.py).
+SIGNED_PATHS = (shop.ORDERS_PATH,)
 EXPORT_PATH = "/me/export/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -100,7 +103,7 @@ def _loopback(remote: str | None) -> bool:
 @web.middleware
 async def internal_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Admin API and Rasa's action endpoint: loopback only unless configured otherwise."""
-    if request.path.startswith(INTERNAL_PATHS):
+    if request.path.startswith(INTERNAL_PATHS) and request.path not in SIGNED_PATHS:
         settings = request.app[SERVICES].settings
         if not settings.admin.allow_remote and not _loopback(request.remote):
             raise web.HTTPForbidden(text="internal endpoint: loopback only")
@@ -369,4 +372,7 @@ def create_app(settings: Settings, store: Store | None = None, run_worker: bool 
     app.router.add_post("/admin/api/members/{who}/erase", admin_member_erase)
     app.router.add_post("/admin/api/retention", admin_retention)
     app.router.add_get(EXPORT_PATH + "{token}", my_export)
+    admin_import.add_routes(app)
+    admin_export.add_routes(app)
+    shop.add_routes(app)
     return app

@@ -10,7 +10,8 @@ from pydantic import Field
 from bot.settings import BotSettings, ConfigError, Strict, load_config
 from webhooks.wechat.settings import WeChatSettings
 
-__all__ = ["AdminSettings", "ConfigError", "JsonChannelSettings", "Settings", "load_settings"]
+__all__ = ["AdminSettings", "ConfigError", "JsonChannelSettings", "Settings", "ShopSettings",
+           "load_settings"]
 
 
 class AdminSettings(Strict):
@@ -23,10 +24,18 @@ class JsonChannelSettings(Strict):
     header: str = "X-SCRM-Signature"
 
 
+class ShopSettings(Strict):
+    """The shop's order webhook (POST /admin/api/orders): signed like the JSON channel."""
+
+    secret: str | None = None  # empty: the route refuses every call
+    header: str = "X-SCRM-Signature"
+
+
 class Settings(BotSettings):
     wechat: WeChatSettings
     admin: AdminSettings = Field(default_factory=AdminSettings)
     json_channel: JsonChannelSettings = Field(default_factory=JsonChannelSettings)
+    shop: ShopSettings = Field(default_factory=ShopSettings)
 
 
 def load_settings(path: str | Path = "config.yml", env: dict[str, str] | None = None

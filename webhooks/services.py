@@ -61,6 +61,9 @@ class Services:
     channels: list[Channel]
 
 
+SERVICES = aiohttp.web.AppKey("services", Services)
+
+
 class ArqQueue:
     """The core's JobQueue on arq; job ids namespaced like every other key."""
 
