@@ -1,8 +1,10 @@
 """The marketers' segment query language: `tag:孕中期 tier>=银卡 last_seen<30d` → a MongoDB
 filter over `profiles`, built only from whitelisted fields and operators.
 
-User text only ever becomes a filter *value* (str or int, compared by equality or range),
-never an operator or a field name, so no query can reach `$where`, `$regex` and the like.
+User text only ever becomes a filter *value* (str or number, compared by equality or
+range), never an operator or a field name, so no query can reach `$where`, `$regex` and
+the like. One exception, checked: `category:奶粉` names the key `orders.categories.奶粉`,
+after making sure the name has no dot, no `$` and nothing invisible.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Final
 
+from bot.members.fields import FieldBook, FieldDef, FieldError
 from bot.members.lifestage import OVERDUE_DAYS, PREGNANCY_DAYS, baby_age_months
 
 MAX_QUERY_CHARS: Final = 500
@@ -84,6 +87,7 @@ class _Context:
     now: datetime
     today: date
     tiers: tuple[str, ...]
+    fields: FieldBook
 
 
 Compiler = Callable[[_Term, _Context], dict[str, Any]]
@@ -350,18 +354,34 @@ def _tier(term: _Term, ctx: _Context) -> dict[str, Any]:
     return {"member.tier": {"$in": [ctx.tiers[r] for r in sorted(ranks)]}}
 
 
-def _points(path: str, what: str) -> Compiler:
-    def compile_points(term: _Term, ctx: _Context) -> dict[str, Any]:
-        spans = _int_items(term, 0, MAX_POINTS, what)
+def _amount(path: str, what: str, decimal: bool = False) -> Compiler:
+    """A number at `path` (points, orders, yuan spent, social score) where a member without
+    the field counts as 0; `decimal`: values may have up to two places (8.5, 99.90)."""
+
+    def compile_amount(term: _Term, ctx: _Context) -> dict[str, Any]:
+        read = _decimal if decimal else _int
         if term.op != EQ:
+            if len(term.items) > 1:
+                raise term.fail(f"「{term.op}」只能跟一个值；要列多个值请用 :")
+            if _split_range(term, term.items[0]) is not None:
+                raise term.fail("范围 a..b 只能和 : 一起用，例如 points:100..500")
             # Keep the operator as typed rather than an interval: a balance can go below
             # zero after a refund, and `points<100` must still match it.
-            value = _int(term, term.items[0], 0, MAX_POINTS, what)
+            value = read(term, term.items[0], 0, MAX_POINTS, what)
             op = {">=": "$gte", ">": "$gt", "<=": "$lte", "<": "$lt"}[term.op or ">="]
             conds: list[dict[str, Any]] = [{op: value}]
             zero_matches = {">=": 0 >= value, ">": 0 > value,
                             "<=": 0 <= value, "<": 0 < value}[term.op or ">="]  # fmt: skip
         else:
+            spans: list[tuple[float, float]] = []
+            for item in term.items:
+                parts = _split_range(term, item)
+                a, b = (read(term, item, 0, MAX_POINTS, what),) * 2 if parts is None else (
+                    read(term, parts[0], 0, MAX_POINTS, what),
+                    read(term, parts[1], 0, MAX_POINTS, what))
+                if a > b:
+                    raise term.fail(f"范围 {a}..{b} 前大后小，应写 {b}..{a}")
+                spans.append((a, b))
             singles = list(dict.fromkeys(a for a, b in spans if a == b))
             conds = [{"$gte": a, "$lte": b} for a, b in spans if a != b]
             if len(singles) == 1:
@@ -376,7 +396,19 @@ def _points(path: str, what: str) -> Compiler:
         missing = {path: {"$exists": False}}
         return {"$or": [*found["$or"], missing]} if "$or" in found else {"$or": [found, missing]}
 
-    return compile_points
+    return compile_amount
+
+
+def _decimal(term: _Term, text: str, low: int, high: int, what: str) -> float:
+    folded = _fold(text)
+    whole, dot, frac = folded.partition(".")
+    if not whole or len(whole) > 10 or any(c not in "0123456789" for c in whole + frac) or \
+            (dot and not 1 <= len(frac) <= 2):
+        raise term.fail(f"{what}要写数字（最多两位小数），不是「{_clip(text, 20)}」")
+    value = float(folded)
+    if not low <= value <= high:
+        raise term.fail(f"{what}要在 {low} 到 {high} 之间，不是 {folded}")
+    return value
 
 
 _UNITS: Final = {"h": 1, "小时": 1, "时": 1, "d": 24, "天": 24, "日": 24,
@@ -487,6 +519,77 @@ _FOLLOW: Final = {
 }  # fmt: skip
 _LANGS: Final = {"zh": "zh", "中文": "zh", "en": "en", "英文": "en"}
 
+_SOURCES: Final = {
+    "qr": "qr", "二维码": "qr", "扫码": "qr", "referral": "referral", "推荐": "referral",
+    "邀请": "referral", "import": "import", "导入": "import", "organic": "organic",
+    "自然": "organic", "搜索": "organic",
+}  # fmt: skip
+
+
+def _category(term: _Term, ctx: _Context) -> dict[str, Any]:
+    """Bought in this category (net of refunds). The category becomes one key of the
+    path `orders.categories.<name>`, so it is first checked to be a plain name: no dot,
+    no `$`, nothing invisible, which is all a path could be bent with."""
+    conds: list[dict[str, Any]] = []
+    for item in term.items:
+        name = unicodedata.normalize("NFKC", item).strip()
+        if not name or any(c in ".$" or not c.isprintable() for c in name):
+            raise term.fail(f"品类名不能含 . 或 $：「{_clip(item, 20)}」")
+        conds.append({f"orders.categories.{name}": {"$gt": 0}})
+    return conds[0] if len(conds) == 1 else {"$or": conds}
+
+
+def _custom_value(term: _Term, field: FieldDef, text: str) -> Any:
+    try:
+        value = field.parse(text)
+    except FieldError as e:
+        raise term.fail(e.message) from None
+    if value is None:
+        raise term.fail("缺少值")
+    return value
+
+
+def _custom(field: FieldDef) -> _Field:
+    """The segment field of a custom member field: `field.<name>` (or its label), compared
+    as its type says: numbers and dates by order and a..b ranges, the rest by equality
+    (a list field matches when it holds any of the values)."""
+    path = f"fields.{field.name}"
+    ordered = field.type in ("int", "decimal", "date")
+
+    def compile_custom(term: _Term, ctx: _Context) -> dict[str, Any]:
+        if not ordered:
+            values = list(dict.fromkeys(
+                v for item in term.items
+                for v in (_custom_value(term, field, item) if field.type == "list"
+                          else [_custom_value(term, field, item)])))
+            if field.type == "bool" and len(values) > 1:
+                raise term.fail("是/否只能写一个")
+            return {path: values[0]} if len(values) == 1 else {path: {"$in": values}}
+        if term.op != EQ:
+            if len(term.items) > 1:
+                raise term.fail(f"「{term.op}」只能跟一个值；要列多个值请用 :")
+            op = {">=": "$gte", ">": "$gt", "<=": "$lte", "<": "$lt"}[term.op or ">="]
+            return {path: {op: _custom_value(term, field, term.items[0])}}
+        conds: list[dict[str, Any]] = []
+        for item in term.items:
+            parts = _split_range(term, item)
+            if parts is None:
+                conds.append({"$eq": _custom_value(term, field, item)})
+                continue
+            low, high = (_custom_value(term, field, p) for p in parts)
+            if low > high:
+                raise term.fail(f"范围前大后小，应写 {parts[1]}..{parts[0]}")
+            conds.append({"$gte": low, "$lte": high})
+        return _any_of(path, conds)
+
+    ops = _ALL_OPS if ordered else frozenset({EQ})
+    example = f"field.{field.name}:{field.choices[0][1] if field.choices else '…'}"
+    # Its labels are names too (宝宝性别:女孩), spaces written as _ since a space ends a term.
+    labels = tuple(_fold(lab).replace(" ", "_") for lab in (field.label_zh, field.label_en))
+    return _Field(f"field.{field.name}", labels, ops,
+                  compile_custom, example, f"{field.label_zh}（{field.hint()}）")
+
+
 _EQ_ONLY: Final = frozenset({EQ})
 _AGO_OPS: Final = _ORDER_OPS
 
@@ -496,9 +599,9 @@ FIELDS: Final[tuple[_Field, ...]] = (
     _Field("province", ("省份", "省"), _EQ_ONLY, _text("fields.province"), "province:广东",
            "省份"),
     _Field("tier", ("等级",), _ALL_OPS, _tier, "tier>=银卡", "会员等级，按等级高低比较"),
-    _Field("points", ("积分",), _ALL_OPS, _points("points.balance", "积分"), "points>=100",
+    _Field("points", ("积分",), _ALL_OPS, _amount("points.balance", "积分"), "points>=100",
            "积分余额（没有积分算 0）"),
-    _Field("earned", ("累计积分",), _ALL_OPS, _points("points.earned", "累计积分"),
+    _Field("earned", ("累计积分",), _ALL_OPS, _amount("points.earned", "累计积分"),
            "earned:100..500", "累计获得的积分，a..b 含两端"),
     _Field("last_seen", ("活跃",), _AGO_OPS, _ago("last_seen"), "last_seen<30d",
            "30 天内来过；>30d 是超过 30 天没来（h 小时 d 天 w 周）"),
@@ -515,6 +618,20 @@ FIELDS: Final[tuple[_Field, ...]] = (
            "follow:subscribed", "关注状态 subscribed/unsubscribed（关注/取关）"),
     _Field("lang", ("语言",), _EQ_ONLY, _choice("lang", _LANGS, "语言"), "lang:zh",
            "语言 zh/en"),
+    _Field("orders", ("订单", "订单数"), _ALL_OPS, _amount("orders.count", "订单数"),
+           "orders>=2", "订单数（退款的也算一单）"),
+    _Field("spent", ("消费", "消费金额"), _ALL_OPS, _amount("orders.spent", "消费金额", True),
+           "spent>=500", "累计消费（元，已扣退款）"),
+    _Field("last_order", ("最近下单",), _AGO_OPS, _ago("orders.last_at"), "last_order<30d",
+           "30 天内下过单"),
+    _Field("category", ("品类",), _EQ_ONLY, _category, "category:奶粉,纸尿裤",
+           "买过的品类（任一，已扣退款）"),
+    _Field("social", ("社交价值",), _ALL_OPS, _amount("social.score", "社交价值", True),
+           "social>=20", "社交价值分（推荐、拉新、分享、姐妹好评、投票、活跃）"),
+    _Field("source", ("来源",), _EQ_ONLY, _choice("source.kind", _SOURCES, "来源"),
+           "source:qr", "来源 qr/referral/import/organic（扫码/推荐/导入/自然）"),
+    _Field("campaign", ("渠道",), _EQ_ONLY, _text("source.campaign"), "campaign:春季快闪",
+           "带来她的二维码活动名"),
 )
 _BY_NAME: Final = {n: f for f in FIELDS for n in (f.name, *f.aliases)}
 
@@ -524,6 +641,8 @@ SEGMENT_HELP: Final = "\n".join(
         "（含两端），>= > <= < 用来比较，前面加 - 表示排除，带空格的值用引号包住，"
         "all 表示所有人。",
         *(f"{f.example}  {f.help}" for f in FIELDS),
+        "field.<字段名>:值  品牌自定义字段（config.yml members.fields），也可用中文名，"
+        "例 field.baby_gender:女孩、孩子数量>=2",
         "例：tag:孕中期 city:上海 tier>=银卡 last_seen<30d -role:employee",
     ]
 )
@@ -532,10 +651,15 @@ SEGMENT_HELP: Final = "\n".join(
 # ---------------------------------------------------------------------------- compile
 
 
-def _unknown_field(term: _Term) -> SegmentError:
-    names = [n for f in FIELDS for n in (f.name, *f.aliases)]
+def _custom_fields(book: FieldBook) -> dict[str, _Field]:
+    return {n: f for f in map(_custom, book) for n in (f.name, *f.aliases)}
+
+
+def _unknown_field(term: _Term, custom: dict[str, _Field]) -> SegmentError:
+    names = [n for f in FIELDS for n in (f.name, *f.aliases)] + list(custom)
     close = difflib.get_close_matches(term.field, names, n=1, cutoff=0.5)
-    hint = f"是不是 {close[0]}？" if close else f"可用: {', '.join(f.name for f in FIELDS)}"
+    shown = [f.name for f in FIELDS] + list(dict.fromkeys(f.name for f in custom.values()))
+    hint = f"是不是 {close[0]}？" if close else f"可用: {', '.join(shown)}"
     return term.fail(f"未知字段「{_clip(term.field, 20)}」，{hint}")
 
 
@@ -555,7 +679,8 @@ def _render(term: _Term, field: _Field) -> str:
 
 
 def compile_segment(
-    query: str, *, now: datetime, today: date, tiers: Sequence[str]
+    query: str, *, now: datetime, today: date, tiers: Sequence[str],
+    fields: FieldBook | None = None,
 ) -> Segment:
     """Compile a marketer's query into a filter over `profiles`; raise SegmentError saying
     where and why when the query cannot be understood."""
@@ -567,7 +692,9 @@ def compile_segment(
             MAX_QUERY_CHARS, _clip(query[MAX_QUERY_CHARS:], 20),
         )
     _check_chars(query)
-    ctx = _Context(now, today, tuple(tiers))
+    book = fields or FieldBook({})
+    ctx = _Context(now, today, tuple(tiers), book)
+    custom = _custom_fields(book)
     filters: list[dict[str, Any]] = []
     rendered: list[str] = []
     saw_all = False
@@ -581,9 +708,9 @@ def compile_segment(
             if not term.field:
                 raise term.fail("缺少条件，例如 -role:employee")
             raise term.fail(f"缺少 : 或比较符；按标签找请写 tag:{_clip(term.text, 20)}")
-        field = _BY_NAME.get(term.field)
+        field = _BY_NAME.get(term.field) or custom.get(term.field)
         if field is None:
-            raise _unknown_field(term)
+            raise _unknown_field(term, custom)
         if term.op not in field.ops:
             raise _wrong_op(term, field)
         found = field.compile(term, ctx)

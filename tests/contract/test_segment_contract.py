@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from bot.marketing.segments import compile_segment
+from bot.members.fields import FieldBook
 from bot.members.lifestage import baby_age_months, pregnancy_week
+from bot.settings import CustomField
 from store.records import identity_key
 from tests.support.backends import open_store
 
@@ -66,11 +68,56 @@ def make_profiles() -> list[dict[str, Any]]:
             doc["role"] = role
         if i % 3:
             doc["lang"] = "zh" if i % 2 else "en"
+        # The brand's own fields, orders, social value and source: some members lack each.
+        if (gender := [None, "girl", "boy", "unknown"][i % 4]) is not None:
+            fields["baby_gender"] = gender
+        if i % 3 != 1:
+            fields["children"] = i % 4
+        if i % 5 != 2:
+            fields["feeding"] = rng.sample(["breast", "formula", "mixed"], rng.randint(0, 2))
+        if i % 6:
+            fields["first_visit"] = (TODAY - timedelta(days=i * 9)).isoformat()
+            fields["weight_kg"] = round(2.5 + (i % 9) * 0.35, 2)
+        if i % 2:
+            fields["vip_card"] = bool(i % 3)
+        if i % 4 != 3:
+            spent = [0.0, 88.5, 99.9, 100.0, 1200.0][i % 5]
+            doc["orders"] = {"count": i % 5, "spent": spent,
+                             "last_at": NOW - timedelta(days=[1, 29, 31, 90][i % 4]),
+                             "categories": {c: spent / 2 for c in
+                                            (["奶粉"], ["奶粉", "纸尿裤"], ["玩具"], [])[i % 4]}}
+            if i % 5 == 3:
+                doc["orders"]["categories"]["奶粉"] = 0  # bought, then refunded in full
+        if i % 3 != 2:
+            doc["social"] = {"score": [0, 3.5, 20, 20.01, 57][i % 5]}
+        if i % 7:
+            doc["source"] = {"kind": ["qr", "referral", "import", "organic"][i % 4],
+                             "campaign": ["春季快闪", None, "门店"][i % 3]}
         docs.append(doc)
     return docs
 
 
 PROFILES = make_profiles()
+
+
+FIELDS = FieldBook({
+    "baby_gender": CustomField(type="enum", label={"zh": "宝宝性别", "en": "Baby gender"},
+                               choices={"girl": "女孩", "boy": "男孩", "unknown": "还不知道"}),
+    "children": CustomField(type="int", label="孩子数量", min=0, max=12),
+    "feeding": CustomField(type="list", label="喂养方式",
+                           choices={"breast": "母乳", "formula": "奶粉", "mixed": "混合"}),
+    "first_visit": CustomField(type="date", label="首次到店"),
+    "weight_kg": CustomField(type="decimal", label="出生体重"),
+    "vip_card": CustomField(type="bool", label="有会员卡"),
+})
+
+
+def custom(d: dict[str, Any], name: str) -> Any:
+    return d["fields"].get(name)
+
+
+def orders(d: dict[str, Any]) -> dict[str, Any]:
+    return dict(d.get("orders", {}))
 
 
 def balance(d: dict[str, Any]) -> int:
@@ -138,6 +185,34 @@ QUERIES: list[tuple[str, Oracle]] = [
     ("member:no", lambda d: "id" not in member(d)),
     ("follow:取关", lambda d: d["follow"]["state"] == "unsubscribed"),
     ("lang:en", lambda d: d.get("lang") == "en"),
+    ("field.baby_gender:女孩", lambda d: custom(d, "baby_gender") == "girl"),
+    ("宝宝性别:boy,还不知道", lambda d: custom(d, "baby_gender") in ("boy", "unknown")),
+    ("-field.baby_gender:girl", lambda d: custom(d, "baby_gender") != "girl"),
+    ("field.children>=2", lambda d: (custom(d, "children") or -1) >= 2),
+    ("field.children:0..1", lambda d: custom(d, "children") in (0, 1)),
+    ("field.feeding:母乳", lambda d: "breast" in (custom(d, "feeding") or [])),
+    ("field.feeding:奶粉,混合",
+     lambda d: bool({"formula", "mixed"} & set(custom(d, "feeding") or []))),
+    ("field.first_visit>=2026-01-01",
+     lambda d: (custom(d, "first_visit") or "") >= "2026-01-01"),
+    ("field.first_visit:2025-12-01..2026-1-31",
+     lambda d: "2025-12-01" <= (custom(d, "first_visit") or "") <= "2026-01-31"),
+    ("field.weight_kg<3.2", lambda d: custom(d, "weight_kg") is not None
+     and custom(d, "weight_kg") < 3.2),
+    ("field.vip_card:是", lambda d: custom(d, "vip_card") is True),
+    ("orders>=2", lambda d: orders(d).get("count", 0) >= 2),
+    ("orders:0", lambda d: orders(d).get("count", 0) == 0),
+    ("spent>=99.9", lambda d: orders(d).get("spent", 0) >= 99.9),
+    ("spent:0..100", lambda d: 0 <= orders(d).get("spent", 0) <= 100),
+    ("last_order<30d", lambda d: "last_at" in orders(d)
+     and orders(d)["last_at"] >= NOW - timedelta(days=30)),
+    ("category:奶粉", lambda d: orders(d).get("categories", {}).get("奶粉", 0) > 0),
+    ("category:玩具,纸尿裤", lambda d: any(orders(d).get("categories", {}).get(c, 0) > 0
+                                       for c in ("玩具", "纸尿裤"))),
+    ("social>20", lambda d: d.get("social", {}).get("score", 0) > 20),
+    ("social:0", lambda d: d.get("social", {}).get("score", 0) == 0),
+    ("source:扫码", lambda d: d.get("source", {}).get("kind") == "qr"),
+    ("campaign:春季快闪", lambda d: d.get("source", {}).get("campaign") == "春季快闪"),
     (
         "tag:孕中期 city:上海,北京 tier>=银卡 last_seen<30d -role:employee",
         lambda d: ("孕中期" in d["tags"] and d["fields"].get("city") in ("上海", "北京")
@@ -162,7 +237,7 @@ async def store(backend, server):
 
 @pytest.mark.parametrize(("query", "oracle"), QUERIES, ids=[q for q, _ in QUERIES])
 async def test_the_database_selects_what_the_oracle_selects(store, query, oracle):
-    flt = compile_segment(query, now=NOW, today=TODAY, tiers=TIERS).filter
+    flt = compile_segment(query, now=NOW, today=TODAY, tiers=TIERS, fields=FIELDS).filter
     profiles = store._db["profiles"]
     found = {d["_id"] async for d in profiles.find(flt, {"_id": 1})}
     want = expected_ids(oracle)

@@ -22,7 +22,9 @@ from bot.marketing.segments import (
     SegmentError,
     compile_segment,
 )
+from bot.members.fields import FieldBook
 from bot.members.lifestage import baby_age_months, pregnancy_week
+from bot.settings import CustomField
 
 NOW = datetime(2026, 5, 1, 4, 0, tzinfo=UTC)
 TODAY = date(2026, 5, 1)
@@ -100,14 +102,17 @@ def matches(flt: dict[str, Any], doc: dict[str, Any]) -> bool:
 PATHS = {
     "tags", "fields.city", "fields.province", "member.tier", "points.balance",
     "points.earned", "last_seen", "member.since", "member.stage", "fields.due_date",
-    "fields.baby_birthday", "role", "member.id", "follow.state", "lang",
+    "fields.baby_birthday", "role", "member.id", "follow.state", "lang", "orders.count",
+    "orders.spent", "orders.last_at", "social.score", "source.kind", "source.campaign",
+    *(f"fields.{name}" for name in ("baby_gender", "children", "feeding", "visit", "vip")),
 }  # fmt: skip
+CATEGORY = "orders.categories."  # then one plain name: no dot, no $
 LOGIC = {"$and", "$or", "$nor"}
 OPERATORS = {"$in", "$eq", "$ne", "$gte", "$gt", "$lte", "$lt", "$exists"}
 
 
 def check_value(value: Any) -> None:
-    assert value is None or type(value) in (str, int, bool, datetime), value
+    assert value is None or type(value) in (str, int, float, bool, datetime), value
     if isinstance(value, str):
         value.encode("utf-8")  # no lone surrogates
 
@@ -120,7 +125,11 @@ def check_filter(flt: Any) -> None:
             for sub in cond:
                 check_filter(sub)
             continue
-        assert key in PATHS, key
+        if key.startswith(CATEGORY):
+            name = key.removeprefix(CATEGORY)
+            assert name and "." not in name and "$" not in name and name.isprintable(), key
+        else:
+            assert key in PATHS, key
         if isinstance(cond, dict):
             assert cond
             for op, arg in cond.items():
@@ -563,7 +572,16 @@ NASTY = [
 ]  # fmt: skip
 nasty_text = st.lists(st.sampled_from(NASTY), max_size=30).map("".join)
 # Terms shaped like the real thing, so that the fuzzing also reaches every field's compiler.
-FIELD_NAMES = [n for f in FIELDS for n in (f.name, *f.aliases)] + ["$where", "fields.city", ""]
+CUSTOM = FieldBook({
+    "baby_gender": CustomField(type="enum", label="宝宝性别", choices={"girl": "女孩"}),
+    "children": CustomField(type="int", label="孩子数量", min=0, max=12),
+    "feeding": CustomField(type="list", label="喂养", choices=["母乳", "奶粉"]),
+    "visit": CustomField(type="date", label="到店"),
+    "vip": CustomField(type="bool", label="会员卡"),
+})
+FIELD_NAMES = [n for f in FIELDS for n in (f.name, *f.aliases)] + [
+    "$where", "fields.city", "", "field.baby_gender", "宝宝性别", "field.children",
+    "field.feeding", "field.visit", "field.vip", "field.$where", "field."]
 nasty_terms = st.lists(
     st.builds(
         lambda neg, name, op, values: f"{neg}{name}{op}{','.join(values)}",
@@ -587,13 +605,14 @@ nasty_terms = st.lists(
 @example("last_seen<" + "9" * 400 + "d")
 def test_any_text_compiles_inside_the_whitelist_or_fails_cleanly(text):
     try:
-        s = compile_segment(text, now=NOW, today=TODAY, tiers=TIERS)
+        s = compile_segment(text, now=NOW, today=TODAY, tiers=TIERS, fields=CUSTOM)
     except SegmentError as e:
         assert e.message and 0 <= e.position <= len(text) and len(e.term) <= 41
         return
     check_filter(s.filter)
     bson.encode(s.filter)
-    assert compile_segment(s.query, now=NOW, today=TODAY, tiers=TIERS).filter == s.filter
+    again = compile_segment(s.query, now=NOW, today=TODAY, tiers=TIERS, fields=CUSTOM)
+    assert again.filter == s.filter
 
 
 plain = st.text(st.characters(categories=["Lu", "Ll", "Lo", "Nd"]), min_size=1, max_size=8)
