@@ -32,6 +32,7 @@ from bot.marketing.campaigns import Campaigns
 from bot.marketing.commands import Commands
 from bot.marketing.polls import PollActions
 from bot.members.actions import LifeStages, MemberActions
+from bot.members.fields import FieldBook
 from bot.members.points import Points
 from bot.members.referrals import QrIssuer, Referrals
 from bot.members.variables import MEMBER_VARS
@@ -55,8 +56,10 @@ RETENTION_AT: Final = time(3, 30)  # brand time: old texts stripped, long-gone f
 
 def flow_registry(settings: BotSettings) -> FlowRegistry:
     """The checked flows, with every name they may refer to (FlowsInvalid if broken)."""
-    return FlowRegistry.for_app(settings.app.flows_dir, ACTION_NAMES, settings.points.rules,
-                                MEMBER_VARS, settings.app.default_lang)
+    # A per-yuan rule (orders) is no flow's `award:`: it needs an amount.
+    rules = [name for name, rule in settings.points.rules.items() if rule.per != "yuan"]
+    return FlowRegistry.for_app(settings.app.flows_dir, ACTION_NAMES, rules, MEMBER_VARS,
+                                settings.app.default_lang, FieldBook(settings.members.fields))
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
     """Everything channel-free, each part given what it uses (`flows`: an already checked
     registry of these settings' flows, which tests share between cores)."""
     calendar = BrandCalendar(settings.app.timezone)
+    fields = FieldBook(settings.members.fields)
     points = Points(store, settings.points, calendar)
     await points.load_rewards()
     referrals = Referrals(store, points, qr)
@@ -140,10 +144,11 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
     engine = FlowEngine(flows, state.flows, actions, awarder=points, profiles=store.profiles,
                         notifier=outbound, calendar=calendar,
                         fallback_threshold=settings.members.nlu_threshold,
-                        fallback_flow=FAQ_FLOW)
+                        fallback_flow=FAQ_FLOW, fields=fields)
     campaigns = Campaigns(store, flows, settings.marketing, [t.name for t in settings.points.tiers],
                           calendar, settings.app.default_lang, state.stops, state.rate,
-                          state.flows, queue, notify=outbound.notify_text, outlets=outlets)
+                          state.flows, queue, notify=outbound.notify_text, outlets=outlets,
+                          fields=fields)
     commands = Commands(store, campaigns, points, Audit(store), staff.admins,
                         settings.marketing.grant_daily_cap, calendar, rights, handoff,
                         [knowledge.stats])

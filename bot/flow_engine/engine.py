@@ -17,10 +17,11 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from bot.brand_calendar import BrandCalendar
+from bot.consents import consented
 from bot.flow_engine.actions import Say, StepAction, StepContext, TurnInput
-from bot.flow_engine.model import END, Flow, FlowSet, Slot, Step
+from bot.flow_engine.model import END, FIELD_PREFIX, CustomFields, Flow, FlowSet, Slot, Step
 from bot.flow_engine.sandbox import bounded_environment
-from bot.flow_engine.validators import Invalid, Valid, get_validator, yes_no
+from bot.flow_engine.validators import Invalid, Result, Valid, get_validator, yes_no
 from store.state import FlowStates
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,15 @@ class Awarder(Protocol):
 
 
 class Profiles(Protocol):
-    """What the engine reads and writes of a member: `tag` steps and conditions."""
+    """What the engine reads and writes of a member: `tag` steps, conditions, fields."""
 
     async def update_tags(self, profile_id: str, add: list[str], remove: list[str]) -> None: ...
 
     async def get(self, profile_id: str) -> Any: ...
+
+    async def update(self, profile_id: str, set_paths: dict[str, Any],
+                     unset_paths: list[str] | None = None,
+                     push: dict[str, Any] | None = None) -> None: ...
 
 
 class Notifier(Protocol):
@@ -74,8 +79,9 @@ class FlowEngine:
     def __init__(self, flows: FlowSource, states: FlowStates, actions: Mapping[str, StepAction],
                  awarder: Awarder, profiles: Profiles, notifier: Notifier,
                  calendar: BrandCalendar, fallback_threshold: float = 0.55,
-                 fallback_flow: str | None = None) -> None:
+                 fallback_flow: str | None = None, fields: CustomFields | None = None) -> None:
         self._flows = flows
+        self._fields = fields
         # A message nothing else understood goes to this flow, when it exists (the FAQ:
         # flows/knowledge.yml), before the bot says it did not understand.
         self._fallback_flow = fallback_flow
@@ -257,7 +263,7 @@ class FlowEngine:
                 else:
                     out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
                 return True
-        result = get_validator(slot.validator)(inp.text, inp.today)
+        result = self._read(slot, inp.text, inp.today)
         if isinstance(result, Invalid):
             if slot.optional and pending is None:
                 stack.pop()  # saved with the rest of the turn
@@ -266,7 +272,7 @@ class FlowEngine:
                 out.append(self._confirm_say(slot, frame))
                 return True
             template = step.reask or slot.reask or step.ask or slot.ask or "fallback"
-            out.append(Say(template, {"reason": result.reason, "slots": frame["slots"]}))
+            out.append(Say(template, self._ask_vars(slot, frame, reason=result.reason)))
             return True
         if result.confirm is not None:
             frame["confirm"] = {"value": _jsonable(result.value), "why": result.confirm}
@@ -283,6 +289,9 @@ class FlowEngine:
         flow = fs.flows[frame["flow"]]
         step = flow.steps[flow.index(frame["step"])]
         frame["slots"][str(step.arg)] = value
+        if str(step.arg).startswith(FIELD_PREFIX):
+            await self._store_fields(inp.profile_id,
+                                     {str(step.arg).removeprefix(FIELD_PREFIX): value})
         frame["step"] = await self._next(fs, flow, flow.index(step.id), frame["slots"], {}, inp)
         await self._run(fs, stack, out, inp)
 
@@ -313,7 +322,7 @@ class FlowEngine:
                 frame["step"] = step.id
                 frame["slot"] = str(step.arg)
                 slot = fs.slots[str(step.arg)]
-                out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
+                out.append(Say(step.ask or slot.ask or "fallback", self._ask_vars(slot, frame)))
                 return
             if step.kind == "link":
                 stack.pop()
@@ -331,7 +340,13 @@ class FlowEngine:
         if step.kind == "say":
             out.append(Say(str(step.arg), _jsonable({**variables, "slots": slots})))
         elif step.kind == "set":
-            slots.update(_jsonable(dict(step.arg)))
+            values = _jsonable(dict(step.arg))
+            slots.update(values)
+            if self._fields is not None:
+                await self._store_fields(inp.profile_id, {
+                    k.removeprefix(FIELD_PREFIX): self._fields.parse(
+                        k.removeprefix(FIELD_PREFIX), v)
+                    for k, v in values.items() if k.startswith(FIELD_PREFIX)})
         elif step.kind == "tag":
             await self._profiles.update_tags(inp.profile_id, list(step.arg.get("add", [])),
                                            list(step.arg.get("remove", [])))
@@ -356,7 +371,44 @@ class FlowEngine:
         if frame.get("confirm") is not None:
             out.append(self._confirm_say(slot, frame))  # she was asked a yes/no: ask it again
             return
-        out.append(Say(step.ask or slot.ask or "fallback", {"slots": frame["slots"]}))
+        out.append(Say(step.ask or slot.ask or "fallback", self._ask_vars(slot, frame)))
+
+    def _ask_vars(self, slot: Slot, frame: dict[str, Any], **more: Any) -> dict[str, Any]:
+        """What a question's template gets: the slots, and a field's label when it asks
+        for a member field (the generic field_ask / field_reask say which)."""
+        found: dict[str, Any] = {"slots": frame["slots"], **more}
+        name = slot.name.removeprefix(FIELD_PREFIX)
+        if slot.name.startswith(FIELD_PREFIX) and self._fields is not None and \
+                name in self._fields:
+            found["label"] = self._fields.labels(name)
+        return found
+
+    def _read(self, slot: Slot, text: str, today: date) -> Result:
+        """Her answer through the slot's validator, or a member field's own rules."""
+        if not slot.validator.startswith(FIELD_PREFIX):
+            return get_validator(slot.validator)(text, today)
+        if self._fields is None:
+            return Invalid("no fields")  # the loader refuses such a flow; a reload raced
+        try:
+            value = self._fields.parse(slot.validator.removeprefix(FIELD_PREFIX), text, today)
+        except ValueError as e:
+            return Invalid(str(getattr(e, "message", e)))
+        return Invalid("empty") if value is None else Valid(value)
+
+    async def _store_fields(self, profile_id: str, values: dict[str, Any]) -> None:
+        """Write member fields to her profile. A sensitive one (PIPL) is kept only with her
+        consent to sensitive data: without it the flow goes on and nothing is stored."""
+        if not values or self._fields is None:
+            return
+        sensitive = [n for n in values if n in self._fields.sensitive]
+        if sensitive:
+            profile = await self._profiles.get(profile_id)
+            if profile is None or not consented(profile, "sensitive"):
+                log.info("sensitive field not kept without consent",
+                         extra={"fields": sensitive})
+                values = {n: v for n, v in values.items() if n not in sensitive}
+        if values:
+            await self._profiles.update(profile_id, {f"fields.{n}": v for n, v in values.items()})
 
     async def _next(self, fs: FlowSet, flow: Flow, index: int, slots: dict[str, Any],
                     variables: dict[str, Any], inp: TurnInput) -> str:

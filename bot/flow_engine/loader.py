@@ -16,11 +16,27 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, meta, nodes
 
 from bot import yamlmarks
-from bot.flow_engine.model import END, Branch, Flow, FlowSet, Moment, Slot, Step, StepKind, Triggers
+from bot.flow_engine.model import (
+    END,
+    FIELD_PREFIX,
+    Branch,
+    CustomFields,
+    Flow,
+    FlowSet,
+    Moment,
+    Slot,
+    Step,
+    StepKind,
+    Triggers,
+)
 from bot.flow_engine.sandbox import FLOW_TEMPLATE_LIMIT, bounded_environment, template_problems
 from bot.flow_engine.validators import CONFIRMING
 
 LANGS = ("zh", "en")
+# What a `collect: field.<name>` asks, and asks again, when the step names no ask: of its
+# own (the field's label is given to both as `label`, {zh, en}).
+FIELD_ASK = "field_ask"
+FIELD_REASK = "field_reask"
 STEP_KINDS: tuple[StepKind, ...] = ("collect", "say", "action", "tag", "award", "link", "set")
 STEP_KEYS = {*STEP_KINDS, "id", "next", "ask", "reask"}
 FLOW_KEYS = {"description", "triggers", "steps", "cancellable", "interrupts", "draft"}
@@ -58,6 +74,8 @@ class Known:
     required_templates: Collection[str] = ()
     # What broadcast templates (flows/templates/) may use of a member.
     member_vars: Sequence[str] = ()
+    # The brand's member fields (config.yml members.fields) that `field.<name>` may name.
+    fields: CustomFields | None = None
 
 
 def checked_text(env: Any, source: str, what: str, expression: bool = False
@@ -91,6 +109,7 @@ class _Checker:
         self.template_refs: list[tuple[str, str, int]] = []  # (name, file, line)
         self.slot_refs: list[tuple[str, str, int, str]] = []  # (slot, file, line, where)
         self.condition_refs: list[tuple[set[str], str, int, str]] = []
+        self.field_values: list[tuple[str, Any, str, int, str]] = []  # set: field.x values
         self.moments: dict[str, Moment] = {}
         self.moment_lines: dict[str, tuple[str, int]] = {}
         self.broadcast_templates: set[str] = set()
@@ -347,8 +366,11 @@ class _Checker:
         elif kind == "set" and not isinstance(arg, dict):
             self.err(fname, lines[(*path, kind)], f"{where}: set takes a mapping of slots")
         elif kind == "set":
-            for slot in arg:
+            for slot, value in arg.items():
                 self.slot_refs.append((str(slot), fname, lines[(*path, kind, slot)], where))
+                if str(slot).startswith(FIELD_PREFIX):
+                    self.field_values.append((str(slot).removeprefix(FIELD_PREFIX), value,
+                                              fname, lines[(*path, kind, slot)], where))
         for key in ("ask", "reask"):
             if raw.get(key):
                 self.template_refs.append((str(raw[key]), fname, lines[(*path, key)]))
@@ -416,9 +438,35 @@ class _Checker:
                          "reached")
 
     # -- across files -----------------------------------------------------------------
+    def _field_slot(self, slot: str, fname: str, line: int, where: str) -> None:
+        """The slot a `field.<name>` stands for, made from the field (once), or an error
+        naming the fields config.yml declares."""
+        name = slot.removeprefix(FIELD_PREFIX)
+        fields = self.known.fields
+        if fields is None or name not in fields:
+            declared = ", ".join(fields.names) if fields is not None and fields.names else \
+                "none declared"
+            self.err(fname, line, f"{where}: unknown member field {name!r} (config.yml "
+                     f"members.fields: {declared})")
+            return
+        if slot not in self.slots:
+            self.slots[slot] = Slot(slot, slot, FIELD_ASK, FIELD_REASK,
+                                    sensitive=name in fields.sensitive)
+            self.template_refs += [(FIELD_ASK, fname, line), (FIELD_REASK, fname, line)]
+
     def finish(self, flows_dir: str) -> None:
         for slot, fname, line, where in self.slot_refs:
-            if slot not in self.slots:
+            if slot.startswith(FIELD_PREFIX):
+                self._field_slot(slot, fname, line, where)
+        for name, value, fname, line, where in self.field_values:
+            if self.known.fields is not None and name in self.known.fields:
+                try:
+                    self.known.fields.parse(name, value)
+                except ValueError as e:
+                    self.err(fname, line, f"{where}: {value!r} does not fit member field "
+                             f"{name!r}: {getattr(e, 'message', e)}")
+        for slot, fname, line, where in self.slot_refs:
+            if slot not in self.slots and not slot.startswith(FIELD_PREFIX):
                 self.err(fname, line, f"{where}: unknown slot {slot!r}")
         for name in sorted(set(self.known.required_templates) - set(self.templates)):
             self.err(flows_dir, 1, f"template {name!r} is required by the app and is not "

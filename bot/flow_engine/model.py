@@ -3,9 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import date
+from typing import Any, Literal, Protocol
 
 END = "END"
+# `collect: field.baby_gender` asks for a custom member field and stores the answer on her
+# profile; `set: {field.baby_gender: girl}` stores a value. The slot's name is the field's.
+FIELD_PREFIX = "field."
+
+
+class CustomFields(Protocol):
+    """The brand's member fields as the flows see them (bot/members/fields.py FieldBook)."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    @property
+    def sensitive(self) -> list[str]: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def parse(self, name: str, raw: Any, today: date | None = None) -> Any:
+        """The stored value, or a ValueError whose `message` says why, for her."""
+        ...
+
+    def labels(self, name: str) -> dict[str, str]:
+        """{"zh": ..., "en": ...}"""
+        ...
 StepKind = Literal["collect", "say", "action", "tag", "award", "link", "set"]
 
 

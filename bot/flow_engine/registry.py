@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from bot.flow_engine.loader import FlowError, FlowsInvalid, Known, load_flows
-from bot.flow_engine.model import FlowSet
+from bot.flow_engine.model import CustomFields, FlowSet
 from bot.flow_engine.templates import TemplateLibrary
 from bot.flow_engine.validators import VALIDATORS
 from bot.knowledge.base import KnowledgeBase, load_knowledge
@@ -33,11 +33,12 @@ class FlowRegistry:
 
     @classmethod
     def for_app(cls, flows_dir: str | Path, actions: Collection[str], rules: Collection[str],
-                member_vars: Sequence[str], default_lang: str) -> FlowRegistry:
+                member_vars: Sequence[str], default_lang: str,
+                fields: CustomFields | None = None) -> FlowRegistry:
         return cls(flows_dir, Known(validators=set(VALIDATORS), actions=set(actions),
                                     award_rules=set(rules),
                                     required_templates=REQUIRED_TEMPLATES,
-                                    member_vars=member_vars), default_lang)
+                                    member_vars=member_vars, fields=fields), default_lang)
 
     def _load(self) -> tuple[FlowSet, TemplateLibrary, KnowledgeBase]:
         """Both checked, every error of both reported at once (FlowsInvalid)."""

@@ -30,6 +30,7 @@ from bot.flow_engine.templates import TemplateLibrary, TemplateProblem
 from bot.jobs import JobQueue
 from bot.marketing.polls import POLL_FLOW, poll_frame
 from bot.marketing.segments import SegmentError, compile_segment
+from bot.members.fields import FieldBook
 from bot.members.variables import MEMBER_VARS, member_context
 from bot.messages import Reply
 from bot.outlets import Delivery, Fallback, Outlet, recipient_of
@@ -89,8 +90,10 @@ class Campaigns:
                  stops: CampaignStops, rate: SendRate, states: FlowStates, queue: JobQueue,
                  notify: Callable[[str, str, str], Awaitable[bool]],
                  outlets: Sequence[Outlet],
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 fields: FieldBook | None = None) -> None:
         self._store = store
+        self._fields = fields or FieldBook({})
         self._flows = flows
         self._cfg = settings
         self._tiers = list(tiers)
@@ -109,7 +112,7 @@ class Campaigns:
     def segment(self, query: str, now: datetime) -> dict[str, Any]:
         try:
             return compile_segment(query, now=now, today=self._today(now),
-                                   tiers=self._tiers).filter
+                                   tiers=self._tiers, fields=self._fields).filter
         except SegmentError as e:
             raise CampaignError(str(e)) from e
 
@@ -356,7 +359,7 @@ class Campaigns:
 
     def _render(self, content: dict[str, Any], profile: Mapping[str, Any], today: date,
                 masked: bool = False, poll: dict[str, Any] | None = None) -> str:
-        ctx = member_context(profile, today)
+        ctx = member_context(profile, today, self._fields, masked)
         if masked:
             ctx.update({k: "**" for k in ("week", "baby_months") if k in ctx})
         lang = ctx.get("lang") or self._lang
@@ -466,7 +469,7 @@ class Campaigns:
         mapping = self._template_message(content)
         if mapping is None:
             return None
-        ctx = member_context(profile, today)
+        ctx = member_context(profile, today, self._fields)
         return Fallback(mapping.template_id, {
             k: str(self._inline(v).render(**ctx))
             for k, v in mapping.data.items()}, mapping.url)

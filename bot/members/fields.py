@@ -271,6 +271,10 @@ class FieldBook:
     def parse(self, name: str, raw: Any, today: date | None = None) -> Any:
         return self.get(name).parse(raw, today)
 
+    def labels(self, name: str) -> dict[str, str]:
+        found = self.get(name)
+        return {"zh": found.label_zh, "en": found.label_en}
+
     def view(self, fields: Mapping[str, Any], lang: str = "zh", masked: bool = True
              ) -> dict[str, str]:
         """A member's custom fields as text, by label; sensitive ones masked unless told."""

@@ -247,7 +247,7 @@ def shared_flows(cfg: Settings) -> FlowRegistry:
     """The shipped flows, checked once per run and per set of what they may refer to (a
     quarter of a second each time): the cores and apps of the run share it. A test that
     edits flows uses a flows folder of its own, so a registry of its own."""
-    key = repr((cfg.app.flows_dir, cfg.points.rules, cfg.app.default_lang))
+    key = repr((cfg.app.flows_dir, cfg.points.rules, cfg.app.default_lang, cfg.members.fields))
     if key not in _REGISTRIES:
         _REGISTRIES[key] = flow_registry(cfg)
     return _REGISTRIES[key]

@@ -12,9 +12,12 @@ from bot.core import ACTION_NAMES
 from bot.flow_engine.loader import FlowsInvalid, Known, load_flows
 from bot.flow_engine.sandbox import bounded_environment
 from bot.flow_engine.validators import VALIDATORS
+from bot.members.fields import FieldBook
 from bot.members.variables import MEMBER_VARS
+from webhooks.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+ENV = {"WECHAT_TOKEN": "check-only", "WECHAT_APP_ID": "wx-check"}
 KNOWN = Known(validators=set(VALIDATORS), actions=ACTION_NAMES,
               award_rules={"signup", "checkin"}, required_templates=("fallback",),
               member_vars=MEMBER_VARS)
@@ -54,7 +57,8 @@ def test_the_base_file_is_valid(tmp_path):
 def test_shipped_flows_are_valid():
     flows = load_flows(ROOT / "flows", Known(
         validators=set(VALIDATORS), actions=ACTION_NAMES, member_vars=MEMBER_VARS,
-        award_rules={"signup", "checkin", "share", "referral", "poll"}))
+        award_rules={"signup", "checkin", "share", "referral", "poll"},
+        fields=FieldBook(load_settings(ROOT / "config.yml", ENV).members.fields)))
     assert {"signup", "points_query", "checkin", "redeem", "welcome"} <= set(flows.flows)
 
 
