@@ -10,10 +10,11 @@ import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -187,15 +188,17 @@ class CustomField(Strict):
         return self
 
 
-def _check_field_names(v: dict[str, CustomField]) -> dict[str, CustomField]:
-    for name in v:
-        if not FIELD_NAME.match(name):
-            raise ValueError(f"field name {name!r}: lower-case letters, digits and _, "
-                             "starting with a letter, at most 32")
-        if name in BUILTIN_FIELDS:
-            raise ValueError(f"field name {name!r} is built in (taken: "
-                             f"{', '.join(sorted(BUILTIN_FIELDS))})")
-    return v
+def _field_name(name: str) -> str:
+    if not FIELD_NAME.match(name):
+        raise ValueError(f"field name {name!r}: lower-case letters, digits and _, "
+                         "starting with a letter, at most 32")
+    if name in BUILTIN_FIELDS:
+        raise ValueError(f"field name {name!r} is built in (taken: "
+                         f"{', '.join(sorted(BUILTIN_FIELDS))})")
+    return name
+
+
+FieldName = Annotated[str, AfterValidator(_field_name)]
 
 
 class MembersSettings(Strict):
@@ -211,13 +214,7 @@ class MembersSettings(Strict):
     retention: RetentionSettings = RetentionSettings()
     # The brand's own member fields (宝宝性别, 会员卡号, ...): flows, import, staff, segments
     # (`field.<name>`), templates and exports read them from here.
-    fields: dict[str, CustomField] = Field(default_factory=dict)
-
-
-    @field_validator("fields")
-    @classmethod
-    def _field_names(cls, v: dict[str, CustomField]) -> dict[str, CustomField]:
-        return _check_field_names(v)
+    fields: dict[FieldName, CustomField] = Field(default_factory=dict)
 
 
 class MatchWeights(Strict):

@@ -23,6 +23,7 @@ from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundExceptio
 from bot.flow_engine.loader import FlowsInvalid
 from bot.flow_engine.registry import FlowRegistry
 from bot.logs import request_id
+from bot.members.fields import FieldBook
 from bot.privacy import mask_phones, phone_digits
 from store.protocols import Store
 from store.records import Profile
@@ -202,7 +203,9 @@ async def admin_profile(request: web.Request) -> web.Response:
     except ValueError:
         return web.json_response({"error": "limit must be a number"}, status=400)
     interactions = await svc.store.interactions.latest(profile["_id"], limit)
-    return web.json_response(_jsonable({"profile": profile, "interactions": interactions}))
+    shown = {**profile, "fields": FieldBook(svc.settings.members.fields).masked(
+        profile.get("fields") or {})}
+    return web.json_response(_jsonable({"profile": shown, "interactions": interactions}))
 
 
 async def admin_referrals(request: web.Request) -> web.Response:

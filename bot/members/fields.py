@@ -20,6 +20,9 @@ from typing import Any, Final
 from bot.flow_engine.validators import Invalid, get_validator
 from bot.settings import CustomField
 
+# Built-in fields that are sensitive personal information (PIPL: pregnancy data), beside the
+# custom fields marked `sensitive: true`.
+SENSITIVE_BUILTIN: Final = ("due_date", "baby_birthday")
 MAX_TEXT: Final = 200  # a text field's own limit when the config gives none
 MAX_ITEMS: Final = 20
 _TRUE: Final = frozenset({"yes", "y", "true", "1", "是", "对", "有", "要", "好", "✓"})
@@ -251,7 +254,19 @@ class FieldBook:
 
     @property
     def sensitive(self) -> list[str]:
+        """The custom fields marked sensitive."""
         return [d.name for d in self._defs.values() if d.sensitive]
+
+    @property
+    def all_sensitive(self) -> list[str]:
+        """Every sensitive field of a profile: pregnancy data and the custom ones."""
+        return [*SENSITIVE_BUILTIN, *self.sensitive]
+
+    def masked(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A profile's `fields` as staff may see them: sensitive values as ***."""
+        hidden = set(self.all_sensitive)
+        return {k: ("***" if k in hidden and v not in (None, "", []) else v)
+                for k, v in fields.items()}
 
     def get(self, name: str) -> FieldDef:
         """The field, or FieldError naming the known ones (and a close one)."""

@@ -30,6 +30,7 @@ from bot.consents import consented, history, record_consent
 from bot.flow_engine.actions import Say, StepContext, step_action
 from bot.jobs import JobQueue
 from bot.members.actions import LifeStages, profile_of
+from bot.members.fields import FieldBook
 from bot.privacy import mask_phones
 from bot.settings import MembersSettings
 from bot.sisters.actions import SisterActions
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 ERASE_JOB = "member_erase"
 _SECRET = "export-link-secret"  # noqa: S105 - the name it is kept under, not a secret
 _SECRET_TTL = 10 * 365 * 86400
-SENSITIVE_FIELDS = ("due_date", "baby_birthday")
 _FIELD_NAMES = {"nickname": "昵称 nickname", "mobile": "手机号 mobile", "city": "城市 city",
                 "province": "省份 province", "role": "身份 role",
                 "due_date": "预产期 due date", "baby_birthday": "宝宝生日 baby's birthday"}
@@ -222,10 +222,11 @@ class DataRights:
                                  ) -> dict[str, Any]:
         """Pregnancy and baby data deleted, life-stage tags gone, out of matching (which
         needs those dates); points and membership stay."""
-        had = any((profile.get("fields") or {}).get(f) for f in SENSITIVE_FIELDS)
+        sensitive = FieldBook(self._cfg.fields).all_sensitive
+        had = any((profile.get("fields") or {}).get(f) for f in sensitive)
         await record_consent(self._store, profile["_id"], "sensitive", False,
                              self._cfg.privacy_policy_version, now, _channel(by),
-                             unset=[f"fields.{f}" for f in SENSITIVE_FIELDS])
+                             unset=[f"fields.{f}" for f in sensitive])
         fresh = await self._store.profiles.get(profile["_id"])
         assert fresh is not None
         await self._stages.refresh(fresh, self._calendar.today(now))
