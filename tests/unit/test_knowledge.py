@@ -22,16 +22,18 @@ from bot.flow_engine.validators import VALIDATORS
 from bot.knowledge.answers import DEFAULT_THRESHOLD, Knowledge
 from bot.knowledge.base import KnowledgeBase, load_knowledge
 from bot.knowledge.text import normalise
+from bot.members.fields import FieldBook
 from bot.members.variables import MEMBER_VARS
 from store.knowledge import MongoFaqFeedback
 from store.memory_state import memory_state
+from tests.support.core import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "flows"
-# Until bot/core.py lists Knowledge in ACTION_PROVIDERS, its actions are added here.
 KNOWN = Known(validators=set(VALIDATORS), actions=set(ACTION_NAMES) | action_names(Knowledge),
               award_rules={"signup", "checkin", "share", "referral", "poll"},
-              required_templates=REQUIRED_TEMPLATES, member_vars=MEMBER_VARS)
+              required_templates=REQUIRED_TEMPLATES, member_vars=MEMBER_VARS,
+              fields=FieldBook(settings().members.fields))
 NOW = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 DISCLAIMER = "以上为一般性信息，不能替代医生的诊断；如有不适请及时就医。"
 
