@@ -28,6 +28,7 @@ KEEP_CALLS = 10_000  # a long dev session must not grow without bound
 DATA_FORMAT_ERROR = 47001  # WeChat: the body is not JSON it can read
 ACCESS_TOKEN_MISSING = 41001
 OUTSIDE_WINDOW, OVER_BUDGET = 45015, 45047
+NOT_FOLLOWING = 43004  # "require subscribe": a template message to someone who unfollowed
 # WeChat's numbers, written here on their own: the sandbox stands in for WeChat and must
 # not share the app's own count (bot/allowance.py), or it could not catch the app's errors.
 AFTER_MESSAGE = (5, 48 * 3600.0)
@@ -79,6 +80,7 @@ class WeChatSandbox:
     clock: Callable[[], float] = time.time
     budgets: dict[str, _Budget] = field(default_factory=dict)
     refusals: list[int] = field(default_factory=list)  # sends the budget refused, in order
+    gone: set[str] = field(default_factory=set)  # followers who unfollowed (until they return)
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _url: str = ""
     _seq: int = 0
@@ -102,17 +104,22 @@ class WeChatSandbox:
         WeChat opens her budget afresh."""
         size, seconds = AFTER_EVENT if kind == "event" else AFTER_MESSAGE
         when = self.clock() if at is None else at
+        self.gone.discard(openid)
         budget = self.budgets.setdefault(openid, _Budget())
         setattr(budget, "event" if kind == "event" else "message", [when + seconds, size])
 
     def unfollowed(self, openid: str) -> None:
         self.budgets.pop(openid, None)
+        self.gone.add(openid)
 
     def spend(self, body: dict[str, Any]) -> int:
         """Count one customer-service send against the follower's budget: 0, 45015 when
         no window is open, 45047 when the open ones are spent. Template messages do not
-        count."""
+        count, but go only to followers: 43004 to one who unfollowed."""
         if "template_id" in body:
+            if str(body.get("touser")) in self.gone:
+                self.refusals.append(NOT_FOLLOWING)
+                return NOT_FOLLOWING
             return 0
         budget = self.budgets.get(str(body.get("touser")))
         now = self.clock()

@@ -62,7 +62,8 @@ async def test_every_call_the_app_makes_is_accepted_as_written(session, wechat_a
 
 async def test_the_sandbox_keeps_wechats_budget_per_follower(session):
     """`scrm up`'s sandbox, over HTTP as `scrm chat` uses it: nothing before she writes
-    (45015), 5 after a message, 3 after a follow, 45047 beyond, nothing after unfollow."""
+    (45015), 5 after a message, 3 after a follow, 45047 beyond, nothing after unfollow, and
+    no template message to someone who unfollowed (43004)."""
     from scrm.sandbox import WeChatSandbox
 
     sandbox = await WeChatSandbox().start()
@@ -90,9 +91,18 @@ async def test_the_sandbox_keeps_wechats_budget_per_follower(session):
         assert await send("o_b") == 45015
         async with session.post(f"{sandbox.url}/sandbox/inbound", data=b"{") as resp:
             assert resp.status == 400
-        tpl = {"touser": "o_c", "template_id": "T1", "data": {"thing1": {"value": "提醒"}}}
-        async with session.post(f"{sandbox.url}/cgi-bin/message/template/send",
-                                params={"access_token": "T"}, data=wechat_json(tpl)) as resp:
-            assert (await resp.json())["errcode"] == 0  # template messages do not count
+
+        async def template(openid: str) -> int:
+            tpl = {"touser": openid, "template_id": "T1",
+                   "data": {"thing1": {"value": "提醒"}}}
+            async with session.post(f"{sandbox.url}/cgi-bin/message/template/send",
+                                    params={"access_token": "T"},
+                                    data=wechat_json(tpl)) as resp:
+                return int((await resp.json())["errcode"])
+
+        assert await template("o_c") == 0  # template messages do not count
+        assert await template("o_b") == 43004  # but only followers get them
+        await tell("o_b", "event")  # she follows again
+        assert await template("o_b") == 0
     finally:
         await sandbox.close()
