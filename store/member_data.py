@@ -29,6 +29,7 @@ COLLECTIONS: dict[str, str] = {
     "profiles": "erased (hers); referral links to her unset on others",
     "interactions": "erased (hers); her sisters' records that name her redacted",
     "ledger": "anonymised (kept for accounting: the brand's sums do not change)",
+    "orders": "anonymised (kept for the brand's accounts: her profile id becomes the stand-in)",
     "matches": "erased (every match she is part of)",
     "broadcasts": "anonymised where she was the staff member who sent one",
     "deliveries": "erased (her deliveries of broadcasts and moments)",
@@ -84,6 +85,7 @@ class MongoMemberData:
             "profile": profile,
             "interactions": await self._all("interactions", mine),
             "ledger": await self._all("ledger", mine),
+            "orders": await self._all("orders", mine),
             "matches": await self._all("matches", {"$or": [{"from": profile_id},
                                                            {"to": profile_id}]}),
             "deliveries": await self._all("deliveries", mine),
@@ -135,6 +137,8 @@ class MongoMemberData:
                                ).deleted_count
         out["ledger"] = (await db["ledger"].update_many(
             {"profile_id": pid}, {"$set": {"profile_id": stand_in}})).modified_count
+        out["orders"] = (await db["orders"].update_many(
+            {"profile_id": pid}, {"$set": {"profile_id": stand_in}})).modified_count
         # Keys kept by others' records and the ledger are built from her messages' keys
         # (which name her openid) or her profile id: the same hash in their place.
         for name, fields in (("ledger", ("key", "source")), ("interactions", ("dedupe_key",))):
@@ -168,6 +172,8 @@ class MongoMemberData:
             {"by": pid}, {"$set": {"by": stand_in}})).modified_count
         out["referrals_unlinked"] = (await db["profiles"].update_many(
             {"referral.by": pid}, {"$unset": {"referral": ""}})).modified_count
+        out["sources_unlinked"] = (await db["profiles"].update_many(
+            {"source.by": pid}, {"$set": {"source.by": None}})).modified_count
         out["profiles"] = (await db["profiles"].delete_many({"_id": pid})).deleted_count
         await db["tombstones"].update_one({"_id": stand_in}, {"$set": {
             "at": now, "by": by, "reason": reason[:200]}}, upsert=True)

@@ -36,6 +36,7 @@ TOKEN = "test-token-123"
 APP_ID = "wx-test-app"
 ADMIN = "admin-secret"
 JSON_SECRET = "json-secret"
+SHOP_SECRET = "shop-secret-for-tests"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters
 
 
@@ -43,7 +44,7 @@ AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters
 # checked at the end for message texts, secrets and phone numbers (tests/support/log_check).
 RUN_LOG = Path(tempfile.gettempdir()) / f"scrm-test-run-{os.getpid()}.jsonl"
 SENT_TEXTS: list[str] = []
-TEST_SECRETS = (TOKEN, ADMIN, JSON_SECRET, AES_KEY, "s3cret")
+TEST_SECRETS = (TOKEN, ADMIN, JSON_SECRET, SHOP_SECRET, AES_KEY, "s3cret")
 
 
 @pytest.fixture(scope="session", autouse=True)

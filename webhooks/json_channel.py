@@ -7,8 +7,6 @@ and the replies are recorded on the profile only (this channel cannot push).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -23,6 +21,7 @@ from bot.conversation.orchestrator import Orchestrator
 from bot.messages import InboundMessage
 from bot.metrics import Metrics
 from store.state import Dedupe
+from webhooks.signing import signed
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -70,8 +69,7 @@ class JsonChannel:
         received = time.monotonic()
         body = await request.read()
         given = request.headers.get(self._header, "")
-        expected = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.lower().removeprefix("sha256="), expected):
+        if not signed(self._secret, body, given):
             raise web.HTTPForbidden(text="invalid signature")
         try:
             data = _Body.model_validate(strict_json(body))

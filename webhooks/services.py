@@ -164,7 +164,7 @@ async def open_services(
     checked registry of these settings' flows, which tests share between apps)."""
     hide_secrets([settings.wechat.token, settings.wechat.app_secret, settings.wechat.aes_key,
                   settings.admin.token, settings.json_channel.secret,
-                  settings.rasa.action_token])
+                  settings.rasa.action_token, settings.shop.secret])
     keys = Keys(settings.redis.namespace)
     redis = Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=2)
     own_store = store is None

@@ -3,6 +3,8 @@
 The ledger (store) guarantees one entry per idempotency key and a balance kept by atomic
 $inc; this module decides the keys: a `once` rule is keyed by member, a `day` rule by
 member and calendar day in the brand's calendar, an `event` rule by the source event.
+A `yuan` rule (orders) is credited by the amount paid (`credit`, `take_back`), never by a
+flow's `award:` step.
 """
 
 from __future__ import annotations
@@ -13,7 +15,20 @@ from typing import Any
 
 from bot.brand_calendar import BrandCalendar
 from bot.settings import PointsSettings, Tier
+from store.ledger import Award
 from store.protocols import Store
+
+
+@dataclass(frozen=True)
+class TakeBack:
+    applied: bool  # False: this key was already taken back (or nothing could be)
+    taken: int
+    shortfall: int  # what her balance could not cover: points are never below zero
+
+
+def award_rules(settings: PointsSettings) -> list[str]:
+    """The rules a flow's `award:` step may name: not those paid per yuan."""
+    return [name for name, r in settings.rules.items() if r.per != "yuan"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +66,48 @@ class Points:
     async def award(self, profile_id: str, rule: str, now: datetime, source: str | None = None
                     ) -> dict[str, Any]:
         """Apply a rule once per its key; the result is what templates show."""
+        if self._cfg.rules[rule].per == "yuan":
+            raise ValueError(f"points rule {rule!r} is paid per yuan: use credit()")
         points = self._cfg.rules[rule].points
         result = await self._store.ledger.award(
             profile_id, self.key(rule, profile_id, now, source), points, rule, source, now=now)
         status = await self.refresh_tier(profile_id, result.earned)
         return {"rule": rule, "applied": result.applied, "points": points,
                 "balance": result.balance, "tier": status.tier}
+
+    async def credit(self, profile_id: str, reason: str, points: int, key: str, source: str,
+                     now: datetime) -> Award:
+        """Credit `points` once per `key` (an order's points, worked out by the caller)."""
+        award = await self._store.ledger.award(profile_id, key, points, reason, source,
+                                               now=now)
+        if award.applied:
+            await self.refresh_tier(profile_id, award.earned)
+        return award
+
+    async def take_back(self, profile_id: str, reason: str, points: int, key: str,
+                        source: str, now: datetime) -> TakeBack:
+        """Debit `points` once per `key`, or as much of them as her balance holds.
+
+        The ledger never lets a balance below zero (its repair relies on that): what a
+        refund cannot take back, because she spent the points meanwhile, is returned as
+        the shortfall for the caller to note; nothing is owed later.
+        """
+        take = points  # usually she still has them: no balance read first
+        for _ in range(20):  # each round loses only to another debit of hers
+            if take > 0:
+                spend = await self._store.ledger.spend(profile_id, key, take, reason, source,
+                                                       now=now)
+                if spend.applied:
+                    return TakeBack(applied=True, taken=take, shortfall=points - take)
+                if spend.reason == "duplicate":
+                    return TakeBack(applied=False, taken=0, shortfall=0)
+                balance = spend.balance
+            else:
+                balance, _earned = await self._store.ledger.balance(profile_id)
+            take = min(points, max(balance, 0))
+            if take <= 0:
+                return TakeBack(applied=True, taken=0, shortfall=points)
+        raise RuntimeError(f"could not take back points for {key}")
 
     async def refresh_tier(self, profile_id: str, earned: int) -> TierStatus:
         status = tier_status(earned, self._cfg.tiers)
