@@ -1,7 +1,8 @@
 """The channel-free core, built once in dependency order: nothing is patched afterwards.
 
-    calendar → points → referrals, life stages, matcher → flows (registry) → outbound
-    → step actions → engine → sister feedback → campaigns → audit → commands → orchestrator
+    calendar → points → social value → referrals, life stages, matcher → flows (registry)
+    → outbound → step actions → engine → sister feedback → campaigns → KOL suggestions
+    → audit → commands → orchestrator
 
 The edges (webhooks/services.py) open the store, the shared state and the channels'
 outlets first, hand them in, and serve what comes out: the orchestrator for channels,
@@ -29,12 +30,13 @@ from bot.jobs import Job, JobQueue
 from bot.knowledge.answers import FAQ_FLOW, Knowledge
 from bot.marketing.audit import Audit
 from bot.marketing.campaigns import Campaigns
-from bot.marketing.commands import Commands
+from bot.marketing.commands import ROLES, Commands
 from bot.marketing.polls import PollActions
 from bot.members.actions import LifeStages, MemberActions
 from bot.members.fields import FieldBook
-from bot.members.points import Points
+from bot.members.points import Points, award_rules
 from bot.members.referrals import QrIssuer, Referrals
+from bot.members.social import SOCIAL_JOB, KolSuggestions, Social
 from bot.members.variables import MEMBER_VARS
 from bot.metrics import Metrics
 from bot.outlets import Outlet
@@ -52,13 +54,14 @@ ACTION_PROVIDERS: Final = (MemberActions, SisterActions, PollActions, DataRights
 ACTION_NAMES: Final = action_names(*ACTION_PROVIDERS)
 STAGE_REFRESH_AT: Final = time(0, 5)  # brand time: every member's life stage, daily
 RETENTION_AT: Final = time(3, 30)  # brand time: old texts stripped, long-gone followers erased
+# The KOL suggestion reads the scores the daily recompute (at social.hour) has just written.
+KOL_AFTER_MINUTES: Final = 30
 
 
 def flow_registry(settings: BotSettings) -> FlowRegistry:
     """The checked flows, with every name they may refer to (FlowsInvalid if broken)."""
-    # A per-yuan rule (orders) is no flow's `award:`: it needs an amount.
-    rules = [name for name, rule in settings.points.rules.items() if rule.per != "yuan"]
-    return FlowRegistry.for_app(settings.app.flows_dir, ACTION_NAMES, rules, MEMBER_VARS,
+    return FlowRegistry.for_app(settings.app.flows_dir, ACTION_NAMES,
+                                award_rules(settings.points), MEMBER_VARS,
                                 settings.app.default_lang, FieldBook(settings.members.fields))
 
 
@@ -89,6 +92,8 @@ class Core:
     flows: FlowRegistry
     points: Points
     referrals: Referrals
+    social: Social
+    kol: KolSuggestions
     stages: LifeStages
     matcher: Matcher
     outbound: Outbound
@@ -108,14 +113,17 @@ class Core:
                 "campaign_send": self.campaigns.send_chunk,
                 "campaign_resume": self.campaigns.resume,
                 ERASE_JOB: self.rights.erase_when_due,
-                IDLE_JOB: self.handoff.idle_close}
+                IDLE_JOB: self.handoff.idle_close, SOCIAL_JOB: self.social.refresh}
 
     @property
     def crons(self) -> Sequence[Cron]:
         return [Cron("life-stages", self.stages.refresh_all, STAGE_REFRESH_AT),
                 Cron("moments", self.campaigns.run_moments,
                      time(self.settings.marketing.mot_hour, 10)),
-                Cron("retention", self.rights.daily_retention, RETENTION_AT)]
+                Cron("retention", self.rights.daily_retention, RETENTION_AT),
+                Cron("social", self.social.refresh_all, time(self.settings.social.hour, 0)),
+                Cron("kol-suggestions", self.kol.weekly,
+                     time(self.settings.social.hour, KOL_AFTER_MINUTES))]
 
 
 async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: Nlu,
@@ -128,18 +136,20 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
     fields = FieldBook(settings.members.fields)
     points = Points(store, settings.points, calendar)
     await points.load_rewards()
-    referrals = Referrals(store, points, qr)
+    social = Social(store, settings.social, calendar, queue)
+    referrals = Referrals(store, points, qr, social)
     stages = LifeStages(store, calendar)
     matcher = Matcher(state.matches, settings.matching)
     flows = flows or flow_registry(settings)
     outbound = Outbound(store, flows, outlets, settings.app.default_lang)
-    sisters = SisterActions(store, matcher, settings.members, outbound, queue)
+    sisters = SisterActions(store, matcher, settings.members, outbound, queue, social)
     rights = DataRights(store, state, settings.members, calendar, stages, sisters, queue)
     handoff = Handoff(store, outbound, queue, calendar, settings.handoff)
     knowledge = Knowledge(flows, store.faq)  # the registry: a reload swaps the answers too
     actions = actions_of([
         MemberActions(store, points, settings.members, referrals, stages, [matcher]),
-        sisters, PollActions(store, points, settings.marketing), rights, handoff, knowledge,
+        sisters, PollActions(store, points, settings.marketing, social), rights, handoff,
+        knowledge,
     ])
     engine = FlowEngine(flows, state.flows, actions, awarder=points, profiles=store.profiles,
                         notifier=outbound, calendar=calendar,
@@ -149,9 +159,13 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
                           calendar, settings.app.default_lang, state.stops, state.rate,
                           state.flows, queue, notify=outbound.notify_text, outlets=outlets,
                           fields=fields)
+    # Admins are staff: the suggestion is a plain note to them, as a broadcast's progress.
+    kol = KolSuggestions(store, social, settings.social, calendar, outbound.notify_text,
+                         staff.admins, not_candidates=frozenset(ROLES) - {"consumer"})
     commands = Commands(store, campaigns, points, Audit(store), staff.admins,
                         settings.marketing.grant_daily_cap, calendar, rights, handoff,
-                        [knowledge.stats])
+                        [knowledge.stats], social=social, referrals=referrals,
+                        fields=fields)
     orchestrator = Orchestrator(
         store=store, nlu=nlu, engine=engine, calendar=calendar, outbound=outbound,
         order=state.order, outbox=state.outbox, metrics=metrics, commands=commands,
@@ -159,7 +173,8 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
         order_wait=settings.app.order_wait_seconds,
         testers=staff.testers, max_text=settings.app.max_text_chars)
     return Core(settings=settings, calendar=calendar, store=store, state=state, flows=flows,
-                points=points, referrals=referrals, stages=stages, matcher=matcher,
+                points=points, referrals=referrals, social=social, kol=kol, stages=stages,
+                matcher=matcher,
                 outbound=outbound, engine=engine, rights=rights, handoff=handoff,
                 feedback=SisterFeedback(store, matcher, engine), campaigns=campaigns,
                 commands=commands, orchestrator=orchestrator,

@@ -299,7 +299,8 @@ class SocialWeights(Strict):
 
     referral_member: float = Field(10, ge=0)  # each woman she referred who became a member
     follower: float = Field(3, ge=0)  # each new follower who came by her QR code
-    share: float = Field(1, ge=0)  # each share of the brand's content
+    # each person already following whom her code reached (a scan: how shares are seen)
+    share: float = Field(1, ge=0)
     helpful: float = Field(5, ge=0)  # each "helpful" a matched sister said about her
     poll: float = Field(1, ge=0)  # each poll she answered
     recency: float = Field(10, ge=0)  # in full when she was here today, 0 after recency_days

@@ -55,6 +55,8 @@ class MongoProfiles:
         # A mobile already on another profile earns no referral points (and imports match
         # people by it).
         await self._col.create_index([("fields.mobile", ASCENDING)], sparse=True)
+        # Social value counts the followers each member's QR code brought.
+        await self._col.create_index([("source.by", ASCENDING)], sparse=True)
 
     async def touch(self, identity: Identity, now: datetime, lang: str | None) -> Profile:
         key = identity_key(identity["channel"], identity["app_id"], identity["openid"])

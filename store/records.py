@@ -46,6 +46,11 @@ class Profile(TypedDict):
     role: NotRequired[str]  # consumer, kol, employee, manager, marketer, admin
     staff: NotRequired[dict[str, Any]]  # on duty, the ticket she is answering (转人工)
     referral: NotRequired[dict[str, Any]]  # by (profile id), scene, event, at: set once
+    source: NotRequired[dict[str, Any]]  # where she came from: kind, scene, campaign, by, at
+    social: NotRequired[dict[str, Any]]  # social value: score, parts, at (bot/members/social)
+    orders: NotRequired[dict[str, Any]]  # aggregates of her orders (bot/members/orders.py)
+    imported: NotRequired[dict[str, Any]]  # source, id, at: a member from an import
+    qr_codes: NotRequired[dict[str, Any]]  # her campaign QR codes, by campaign
 
 
 class Interaction(TypedDict):

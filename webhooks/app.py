@@ -24,7 +24,8 @@ from bot.flow_engine.loader import FlowsInvalid
 from bot.flow_engine.registry import FlowRegistry
 from bot.logs import request_id
 from bot.members.fields import FieldBook
-from bot.privacy import mask_phones, phone_digits
+from bot.members.lookup import find_member
+from bot.privacy import mask_phones
 from store.protocols import Store
 from store.records import Profile
 from webhooks import admin_export, admin_import, shop
@@ -221,15 +222,25 @@ async def admin_referrals(request: web.Request) -> web.Response:
 
 
 async def admin_qrcode(request: web.Request) -> web.Response:
-    """A member's referral QR code (created once through WeChat, then kept)."""
+    """A member's referral QR code (`?openid=`, or `?for=` a member id, openid or mobile),
+    or with `&campaign=NAME` the campaign code of a member, KOL or member of staff; each
+    made once through WeChat, then kept."""
     svc = request.app[SERVICES]
-    openid = request.query.get("openid", "")
-    profile = await svc.store.profiles.find_by_identity("wechat", svc.settings.wechat.app_id,
-                                                        openid)
+    campaign = request.query.get("campaign")
+    who = request.query.get("for", "").strip()
+    if who:
+        profile = await find_member(svc.store, who, [("wechat", svc.settings.wechat.app_id)])
+    else:
+        profile = await svc.store.profiles.find_by_identity(
+            "wechat", svc.settings.wechat.app_id, request.query.get("openid", ""))
     if profile is None:
         return web.json_response({"error": "no such follower"}, status=404)
+    referrals = svc.core.referrals
     try:
-        qr = await svc.core.referrals.qr_for(profile)
+        qr = await (referrals.qr_for(profile) if campaign is None
+                    else referrals.campaign_qr(profile, campaign.strip()))
+    except ValueError as e:  # a campaign name that cannot be a QR scene
+        return web.json_response({"error": str(e)}, status=400)
     except Exception as e:
         log.warning("qrcode/create failed", extra={"error": str(e)[:200]})
         return web.json_response({"error": "WeChat could not create the code"}, status=502)
@@ -297,13 +308,7 @@ async def _member(request: web.Request) -> Profile:
     """The member an admin call names: profile id, member id (M…), mobile, or openid."""
     svc = request.app[SERVICES]
     who = request.match_info["who"].strip()
-    profiles = svc.store.profiles
-    profile = await profiles.get(who) or await profiles.find_by_member(who)
-    digits = phone_digits(who)
-    if profile is None and len(digits) == 1 and len(digits[0]) == 11:
-        profile = await profiles.find_by_mobile(digits[0])
-    if profile is None:
-        profile = await profiles.find_by_identity("wechat", svc.settings.wechat.app_id, who)
+    profile = await find_member(svc.store, who, [("wechat", svc.settings.wechat.app_id)])
     if profile is None:
         raise web.HTTPNotFound(text=json.dumps({"error": f"no member {who!r}"}),
                                content_type="application/json")

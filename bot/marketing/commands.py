@@ -16,11 +16,19 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.brand_calendar import BrandCalendar
+from bot.consents import consented
 from bot.marketing.audit import Audit
 from bot.marketing.campaigns import STAGE_NAMES, CampaignError, Campaigns
 from bot.marketing.segments import SEGMENT_HELP
+from bot.members.fields import FieldBook, FieldError
+from bot.members.lifestage import is_stage_tag
+from bot.members.lookup import find_member
 from bot.members.points import Points
-from bot.privacy import mask_name
+from bot.members.referrals import SOURCE_NAMES, Referrals
+from bot.members.social import Social
+from bot.members.social import doc as profile_doc
+from bot.privacy import mask_name, mask_phones
+from bot.settings import BUILTIN_FIELDS
 from bot.tags import is_system_tag
 from store.protocols import Store
 from store.records import Profile, identity_key
@@ -35,8 +43,9 @@ ROLE_ALIASES = {"达人": "kol", "员工": "employee", "社群经理": "manager"
                 "普通": "consumer", "消费者": "consumer"}
 STAFF = frozenset({"manager", "marketer", "admin"})
 MARKETING = frozenset({"marketer", "admin"})
+FIELD_EDITORS = frozenset({"manager", "admin"})  # /field set: as /points grant
+TOP_CONTRIBUTORS = 5  # in /stats
 MAX_GRANT = 10_000
-_MEMBER_ID = re.compile(r"^M[0-9A-F]{10}$")
 _TAG = re.compile(r"^[^\s$.,，:：|/\\]{1,20}$")
 
 
@@ -54,9 +63,11 @@ class Call:
     now: datetime
     source: str  # the inbound message's key: retries of the same message change nothing
     audit: dict[str, Any] = field(default_factory=dict)  # what the handler wants recorded
+    shown: str | None = None  # the arguments as audited, when they hold a sensitive value
 
 
 Handler = Callable[["Commands", Call], Awaitable[str]]
+Redactor = Callable[["Commands", str], str]  # arguments -> as they may be audited
 
 
 @dataclass(frozen=True)
@@ -66,15 +77,16 @@ class Command:
     roles: frozenset[str]
     usage: str
     handler: Handler
+    redact: Redactor | None = None
 
 
 REGISTRY: dict[str, Command] = {}
 
 
-def command(name: str, aliases: tuple[str, ...], roles: frozenset[str], usage: str
-            ) -> Callable[[Handler], Handler]:
+def command(name: str, aliases: tuple[str, ...], roles: frozenset[str], usage: str,
+            redact: Redactor | None = None) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        cmd = Command(name, aliases, roles, usage, fn)
+        cmd = Command(name, aliases, roles, usage, fn, redact)
         for key in (name, *aliases):
             REGISTRY[key.casefold()] = cmd
         return fn
@@ -113,8 +125,13 @@ class Commands:
                  admins: Collection[str], grant_daily_cap: int,
                  calendar: BrandCalendar, rights: MemberRights | None = None,
                  handoff: PersonHandoff | None = None,
-                 more_stats: Sequence[Callable[[], Awaitable[str]]] = ()) -> None:
+                 more_stats: Sequence[Callable[[], Awaitable[str]]] = (), *,
+                 social: Social | None = None, referrals: Referrals | None = None,
+                 fields: FieldBook | None = None) -> None:
         self._store = store
+        self.social = social  # scores for /member, /stats
+        self.referrals = referrals  # where members came from, for /stats
+        self.fields = fields or FieldBook({})  # the brand's custom fields, for /member, /field
         self.rights = rights
         self.handoff = handoff
         self.more_stats = tuple(more_stats)  # e.g. the common questions' counts
@@ -142,6 +159,8 @@ class Commands:
         head, _, args = text.strip()[1:].strip().partition(" ")
         cmd = REGISTRY.get(head.strip().casefold())
         call = Call(profile, role, args.strip(), now, source)
+        if cmd is not None and cmd.redact is not None:
+            call.shown = cmd.redact(self, call.args)  # before any audit, allowed or not
         name = cmd.name if cmd else head[:20]
         if role not in STAFF and role not in SERVICE:
             # Not staff: no hint that commands exist; the message is ordinary chat.
@@ -166,7 +185,9 @@ class Commands:
         return reply
 
     async def _audit(self, call: Call, name: str, result: str, detail: str) -> None:
-        await self._audit_log.record(call.actor, call.role, name, call.args, call.now, result,
+        await self._audit_log.record(call.actor, call.role, name,
+                                     call.args if call.shown is None else call.shown,
+                                     call.now, result,
                                      detail, call.source,
                                      {k: v for k, v in call.audit.items() if k != "detail"})
 
@@ -178,20 +199,72 @@ class Commands:
         return "可用命令:\n" + "\n".join(f"{c.usage}" for c in seen)
 
     async def member(self, ref: str, actor: Profile) -> Profile:
-        """A member by member id (M…) or openid."""
-        ref = ref.strip()
-        found = None
-        if _MEMBER_ID.match(ref.upper()):
-            found = await self._store.profiles.find_by_member(ref.upper())
-        else:
-            for ident in actor.get("identities", []):
-                found = await self._store.profiles.find_by_identity(
-                    ident["channel"], ident["app_id"], ref)
-                if found:
-                    break
+        """A member by member id (M…), mobile, or openid on the account the actor writes
+        from."""
+        accounts = [(i["channel"], i["app_id"]) for i in actor.get("identities", [])]
+        found = await find_member(self._store, ref, accounts)
         if found is None:
-            raise CommandError(f"找不到成员 {ref[:40]}（用会员号 M… 或 openid）。")
+            raise CommandError(f"找不到成员 {mask_phones(ref.strip()[:40])}"
+                               "（用会员号 M…、手机号或 openid）。")
         return found
+
+    async def member_card(self, target: Profile) -> str:
+        """Her profile as staff may see it: masked, no dates of her pregnancy."""
+        fields, member, more = target.get("fields") or {}, target.get("member") or {}, \
+            profile_doc(target)
+        follow = "已取关" if (target.get("follow") or {}).get("state") == "unsubscribed" \
+            else "关注中"
+        balance, earned = await self._store.ledger.balance(target["_id"])
+        # Life-stage tags tell her pregnancy week: the stage is as far as staff see.
+        tags = [t for t in target.get("tags") or [] if not is_stage_tag(t)]
+        lines = [
+            f"{mask_name(fields.get('nickname'))} · {member.get('id') or '非会员'} · "
+            f"{ROLE_NAMES[self.role_of(target)]} · {follow}",
+            f"手机 {mask_phones(str(fields['mobile'])) if fields.get('mobile') else '-'} · "
+            f"城市 {fields.get('city') or '-'} · "
+            f"阶段 {STAGE_NAMES.get(member.get('stage', ''), '-')} · "
+            f"等级 {member.get('tier') or '-'} · 积分 {balance}（累计 {earned}）",
+            f"标签: {', '.join(tags) or '无'}"]
+        custom = self.fields.view(fields, masked=True)
+        if custom:
+            lines.append("字段: " + " · ".join(f"{k} {v}" for k, v in custom.items()))
+        orders = more.get("orders") or {}
+        if orders.get("count"):
+            last = orders.get("last_at")
+            lines.append(
+                f"订单: {orders['count']} 笔 · 累计 ¥{float(orders.get('spent') or 0):.2f}"
+                + (f" · 最近 {self.calendar.today(last).isoformat()}"
+                   if isinstance(last, datetime) else "")
+                + (f" · 常买 {orders['top_category']}" if orders.get("top_category") else ""))
+        else:
+            lines.append("订单: 无")
+        lines.append(await self._source_line(more.get("source")))
+        social = more.get("social") or {}
+        if "score" in social:
+            at = social.get("at")
+            when = f"（{self.calendar.today(at).isoformat()} 计算）" \
+                if isinstance(at, datetime) else ""
+            parts = social.get("parts") or {}
+            lines.append(f"社交价值 {float(social['score']):g}{when}: " + (
+                self.social.explain(parts) if self.social else str(parts)))
+        else:
+            lines.append("社交价值: 尚未计算（每日自动更新）")
+        return "\n".join(lines)
+
+    async def _source_line(self, source: Any) -> str:
+        if not isinstance(source, dict) or not source.get("kind"):
+            return "来源: 未记录"
+        parts = [SOURCE_NAMES.get(str(source["kind"]), str(source["kind"]))]
+        if source.get("campaign"):
+            parts.append(f"活动 {source['campaign']}")
+        if source.get("by"):
+            by = await self._store.profiles.get(str(source["by"]))
+            if by is not None:
+                parts.append(f"来自 {mask_name((by.get('fields') or {}).get('nickname'))}"
+                             f"（{(by.get('member') or {}).get('id') or '非会员'}）")
+        if isinstance(source.get("at"), datetime):
+            parts.append(self.calendar.today(source["at"]).isoformat())
+        return "来源: " + " · ".join(parts)
 
     def is_config_admin(self, profile: Profile) -> bool:
         return any(identity_key(i["channel"], i["app_id"], i["openid"]) in self._admins
@@ -426,7 +499,8 @@ async def _done(c: Commands, call: Call) -> str:
     return await _handoff_call(_handoff(c).done(call.actor, ticket, call.now))
 
 
-@command("stats", ("统计",), STAFF, "/stats 关注、会员、7 天活跃、积分、匹配、最近群发")
+@command("stats", ("统计",), STAFF,
+         "/stats 关注、会员、7 天活跃、积分、匹配、最近群发、来源、社交价值前 5")
 async def _stats(c: Commands, call: Call) -> str:
     p = c._store.profiles
     followers = await p.count_where({"follow.state": {"$ne": "unsubscribed"}})
@@ -447,4 +521,88 @@ async def _stats(c: Commands, call: Call) -> str:
         lines.append(await c.handoff.stats(call.now))
     for more in c.more_stats:
         lines.append(await more())
+    if c.referrals is not None:
+        lines += _sources(await c.referrals.source_counts())
+    if c.social is not None:
+        lines.append(f"社交价值前 {TOP_CONTRIBUTORS}:")
+        top = await c.social.top(TOP_CONTRIBUTORS)
+        lines += [f"{i}. {t['nickname']} · {t['member_id'] or '非会员'} · {t['score']:g}"
+                  for i, t in enumerate(top, 1)] or ["（暂无）"]
     return "\n".join(lines)
+
+
+def _sources(counts: dict[str, tuple[int, int]]) -> list[str]:
+    """来源: 自然关注 12（会员 3） · …, then the campaign codes that brought most."""
+    order = {k: i for i, k in enumerate(SOURCE_NAMES)}  # the same order every time
+    kinds = [f"{SOURCE_NAMES.get(k, k)} {n}（会员 {m}）" for k, (n, m) in
+             sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order) - 1), kv[0]))
+             if not k.startswith("campaign:")]
+    campaigns = [f"{k.removeprefix('campaign:')} {n}（会员 {m}）"
+                 for k, (n, m) in counts.items() if k.startswith("campaign:")][:5]
+    return [f"来源: {' · '.join(kinds) or '（暂无）'}"] + (
+        [f"活动码: {' · '.join(campaigns)}"] if campaigns else [])
+
+
+@command("member", ("会员资料", "查会员"), STAFF,
+         "/member <会员号|openid|手机>  会员资料（已打码）")
+async def _member(c: Commands, call: Call) -> str:
+    if not call.args.strip():
+        raise CommandError("格式: /member <会员号|openid|手机>。")
+    target = await c.member(call.args, call.actor)
+    call.audit.update(detail="view", target=target["_id"])
+    return await c.member_card(target)
+
+
+def _field_redact(c: Commands, args: str) -> str:
+    """A sensitive field's value never reaches the audit: `set M… allergy ***`."""
+    parts = args.split(maxsplit=3)
+    if len(parts) == 4 and _verb(parts[0]) == "set" and parts[2] in c.fields.sensitive:
+        return " ".join([*parts[:3], "***"])
+    return args
+
+
+def _verb(word: str) -> str:
+    return {"列表": "list", "设置": "set", "改": "set"}.get(word, word.casefold())
+
+
+@command("field", ("字段",), FIELD_EDITORS,
+         "/field list | /field set <会员号|openid|手机> <字段> <值>  例: /field set M0000000001 "
+         "baby_gender 女孩", redact=_field_redact)
+async def _field(c: Commands, call: Call) -> str:
+    book = c.fields
+    verb, _, rest = call.args.strip().partition(" ")
+    verb = _verb(verb) if verb else "list"
+    if verb == "list":
+        if not len(book):
+            return "还没有自定义字段（config.yml members.fields）。"
+        return "自定义字段:\n" + "\n".join(
+            f"{d.name} {d.label()}（{d.hint()}{'，敏感：打码显示' if d.sensitive else ''}）"
+            for d in book)
+    parts = rest.split(maxsplit=2)
+    if verb != "set" or len(parts) < 3:
+        raise CommandError("格式: /field set <会员号|openid|手机> <字段> <值>，或 /field list。")
+    ref, name, raw = parts
+    if name in BUILTIN_FIELDS:
+        raise CommandError(f"「{name}」是内置字段，由会员在聊天中修改（例如「修改手机号」）。"
+                           f"可用 /field 设置的: {', '.join(book.names) or '无'}。")
+    if name not in book:
+        known = ", ".join(book.names)
+        message = book.unknown(name)
+        raise CommandError(message if message.endswith(known) else f"{message}（已有: {known}）")
+    spec = book.get(name)
+    target = await c.member(ref, call.actor)
+    if spec.sensitive and not consented(target, "sensitive"):
+        raise CommandError(f"她没有同意保存敏感个人信息，不能记录「{spec.label()}」。")
+    try:
+        value = spec.parse(raw, c.calendar.today(call.now))
+    except FieldError as e:
+        raise CommandError(e.message.replace(raw, "***") if spec.sensitive else e.message
+                           ) from None
+    before = (target.get("fields") or {}).get(name)
+    await c._store.profiles.set_fields(target["_id"], {name: value})
+    member_id = (target.get("member") or {}).get("id", target["_id"][:8])
+    call.audit.update(detail=f"{member_id} {name}", target=target["_id"])
+    nickname = mask_name((target.get("fields") or {}).get("nickname"))
+    return (f"已为 {nickname}（{member_id}）设置「{spec.label()}」: "
+            f"{spec.show(value, masked=True) or '（空）'}"
+            f"（原来: {spec.show(before, masked=True) or '（空）'}）。")

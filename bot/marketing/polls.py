@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.flow_engine.actions import Say, StepContext, step_action
 from bot.members.points import Points
+from bot.members.social import Social
 from bot.settings import MarketingSettings
 from store.protocols import Store
 
@@ -25,10 +26,12 @@ def poll_frame(doc: dict[str, Any], sent_at: datetime) -> dict[str, Any]:
 
 
 class PollActions:
-    def __init__(self, store: Store, points: Points, settings: MarketingSettings) -> None:
+    def __init__(self, store: Store, points: Points, settings: MarketingSettings,
+                 social: Social | None = None) -> None:
         self._store = store
         self._points = points
         self._cfg = settings
+        self._social = social
 
     @step_action("answer_poll")
     async def answer_poll(self, ctx: StepContext) -> list[Say]:
@@ -50,5 +53,7 @@ class PollActions:
         if first and "poll" in self._points.rules():
             award = await self._points.award(turn.profile_id, "poll", turn.now,
                                              f"poll:{slots['poll']}")
+        if first and self._social is not None:
+            await self._social.poll_answered(turn.profile_id, str(slots["poll"]), turn.now)
         ctx.vars["poll"] = {"first": first, "option": options[choice - 1], "award": award}
         return []

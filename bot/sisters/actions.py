@@ -12,6 +12,7 @@ from bot.consents import record_consent
 from bot.flow_engine.actions import FlowStarter, Say, StepContext, step_action
 from bot.jobs import JobQueue
 from bot.members.actions import profile_of
+from bot.members.social import Social
 from bot.privacy import mask_phones
 from bot.settings import MembersSettings
 from bot.sisters.matching import Matcher, shown_stage
@@ -29,12 +30,13 @@ class Notifier(Protocol):
 
 class SisterActions:
     def __init__(self, store: Store, matcher: Matcher, members: MembersSettings,
-                 notifier: Notifier, jobs: JobQueue) -> None:
+                 notifier: Notifier, jobs: JobQueue, social: Social | None = None) -> None:
         self._store = store
         self._matcher = matcher
         self._members = members
         self._notifier = notifier
         self._jobs = jobs
+        self._social = social
 
     async def _tell(self, profile_id: str, template: str, variables: dict[str, Any],
                     key: str) -> bool:
@@ -206,6 +208,9 @@ class SisterActions:
         match_id, partner = str(ctx.slots.get("match_id", "")), str(ctx.slots.get("partner"))
         if await self._store.matches.add_feedback(match_id, ctx.turn.profile_id, helpful):
             await self._matcher.add_feedback(partner, helpful)  # feeds her future ranking
+            if self._social is not None:
+                await self._social.feedback_given(match_id, ctx.turn.profile_id, helpful,
+                                                  ctx.turn.now)
         ctx.vars["feedback"] = {"helpful": helpful}
         return []
 
