@@ -471,13 +471,25 @@ def cmd_flows_reload(args: argparse.Namespace) -> None:
 
 
 def cmd_qr(args: argparse.Namespace) -> None:
-    """A member's referral QR code: created once through WeChat, then the same one."""
+    """A member's referral QR code (`scrm qr OPENID`), or with --campaign the campaign code
+    of a member, KOL or member of staff (`--for` a member id, openid or mobile): each made
+    once through WeChat, then the same one."""
     settings = _settings(args)
-    query = urllib.parse.urlencode({"openid": args.openid})
+    who = args.who or args.openid
+    if not who:
+        sys.exit("scrm: name the member: scrm qr OPENID, or scrm qr --for WHO [--campaign NAME]")
+    if args.campaign is not None and not args.campaign.strip():
+        sys.exit("scrm: --campaign needs a name")
+    params = {"for": who} if args.who else {"openid": who}
+    if args.campaign is not None:
+        params["campaign"] = args.campaign.strip()
+    query = urllib.parse.urlencode(params)
     status, qr = _admin(settings, args.url, "POST", f"/admin/api/qrcode?{query}")
     if status != 200:
         sys.exit(f"scrm: {qr.get('error', f'HTTP {status}')}")
-    print(f"scene {qr['scene']}\nimage {qr['image']}\nurl   {qr['url']}")
+    lines = [f"scene {qr['scene']}"] + ([f"campaign {qr['campaign']}"] if qr.get("campaign")
+                                        else [])
+    print("\n".join([*lines, f"image {qr['image']}", f"url   {qr['url']}"]))
 
 
 def cmd_points_check(args: argparse.Namespace) -> None:
@@ -553,8 +565,12 @@ def main(argv: list[str] | None = None) -> None:
     reload_.add_argument("--url", default=None)
     reload_.set_defaults(func=cmd_flows_reload)
 
-    qr = sub.add_parser("qr", help="a member's referral QR code")
-    qr.add_argument("openid")
+    qr = sub.add_parser("qr", help="a member's referral QR code, or a campaign code")
+    qr.add_argument("openid", nargs="?", default=None, help="her openid (referral code)")
+    qr.add_argument("--for", dest="who", default=None,
+                    help="member id (M…), openid or mobile of the code's owner")
+    qr.add_argument("--campaign", default=None,
+                    help="a campaign code: 1-24 letters, digits, - or _")
     qr.add_argument("--url", default=None)
     qr.set_defaults(func=cmd_qr)
 
