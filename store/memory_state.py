@@ -48,7 +48,7 @@ class _Expiring:
 
 
 class MemoryDedupe:
-    def __init__(self, ttl_seconds: int) -> None:
+    def __init__(self, ttl_seconds: float) -> None:
         self._ttl = ttl_seconds
         self._marks = _Expiring()
         self._results = _Expiring()
@@ -117,8 +117,8 @@ class MemoryTokenCache:
         value = self._values.get(name)
         return None if value is None else str(value)
 
-    async def set(self, name: str, value: str, ttl_seconds: int) -> None:
-        self._values.set(name, value, max(1, ttl_seconds))
+    async def set(self, name: str, value: str, ttl_seconds: float) -> None:
+        self._values.set(name, value, max(0.001, ttl_seconds))
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0
@@ -389,7 +389,7 @@ class MemoryTraces:
         return self._walk(needles, erase=True)[1]
 
 
-def memory_state(*, dedupe_ttl: int = 300, rate_per_second: float = 1000.0) -> State:
+def memory_state(*, dedupe_ttl: float = 300, rate_per_second: float = 1000.0) -> State:
     """A fresh state for one process (tests, tools)."""
     parts = dict(dedupe=MemoryDedupe(dedupe_ttl), nonces=MemoryRequestNonces(),
                  order=MemoryFollowerOrder(),

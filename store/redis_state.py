@@ -34,17 +34,17 @@ return 1
 class RedisDedupe:
     """First-writer-wins marker per inbound message, plus the result for retries."""
 
-    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: float) -> None:
         self._r = redis
         self._k = keys
-        self._ttl = ttl_seconds
+        self._ttl_ms = max(1, int(ttl_seconds * 1000))
 
     async def claim(self, key: str) -> bool:
         """True for the first attempt only; set before any work starts."""
-        return bool(await self._r.set(self._k.dedupe(key), "1", nx=True, ex=self._ttl))
+        return bool(await self._r.set(self._k.dedupe(key), "1", nx=True, px=self._ttl_ms))
 
     async def publish(self, key: str, result: str) -> None:
-        await self._r.set(self._k.result(key), result, ex=self._ttl)
+        await self._r.set(self._k.result(key), result, px=self._ttl_ms)
 
     async def wait_result(self, key: str, timeout: float) -> str | None:
         """The first attempt's result, polled until `timeout` seconds have passed."""
@@ -135,8 +135,8 @@ class RedisTokenCache:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    async def set(self, name: str, value: str, ttl_seconds: int) -> None:
-        await self._r.set(self._k.token(name), value, ex=max(1, ttl_seconds))
+    async def set(self, name: str, value: str, ttl_seconds: float) -> None:
+        await self._r.set(self._k.token(name), value, px=max(1, int(ttl_seconds * 1000)))
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, timeout: float = 30.0, wait: float = 10.0
@@ -400,7 +400,8 @@ def _text(value: Any) -> Any:
     return value
 
 
-def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: int, rate_per_second: float) -> State:
+def redis_state(redis: Redis, keys: Keys, *, dedupe_ttl: float, rate_per_second: float
+                ) -> State:
     """The state of an app process, in the Redis every process shares."""
     from store.match_index import RedisMatchIndex
     from store.outbox import RedisOutbox

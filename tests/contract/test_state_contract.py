@@ -23,10 +23,10 @@ RATE = 50.0
 @pytest.fixture(params=["memory", "redis"])
 async def state(request, namespace) -> AsyncIterator[State]:
     if request.param == "memory":
-        yield memory_state(dedupe_ttl=1, rate_per_second=RATE)
+        yield memory_state(dedupe_ttl=0.3, rate_per_second=RATE)
         return
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
-    yield redis_state(redis, Keys(namespace), dedupe_ttl=1, rate_per_second=RATE)
+    yield redis_state(redis, Keys(namespace), dedupe_ttl=0.3, rate_per_second=RATE)
     await redis.aclose()
 
 
@@ -43,7 +43,7 @@ async def test_dedupe_first_claim_wins_and_the_result_reaches_the_retry(state):
 
 async def test_dedupe_markers_expire(state):
     assert await state.dedupe.claim("m2")
-    await asyncio.sleep(1.3)  # past the 1 s marker lifetime
+    await asyncio.sleep(0.45)  # past the 0.3 s marker lifetime
     assert await state.dedupe.claim("m2") is True
 
 
@@ -84,7 +84,7 @@ async def test_order_gives_up_after_max_wait_and_never_moves_back(state):
 async def test_tokens_expire_and_the_lock_admits_one_holder(state):
     tokens = state.tokens
     assert await tokens.get("wx") is None
-    await tokens.set("wx", "T1", 1)
+    await tokens.set("wx", "T1", 0.4)
     assert await tokens.get("wx") == "T1"
     inside: list[int] = []
 
@@ -96,7 +96,7 @@ async def test_tokens_expire_and_the_lock_admits_one_holder(state):
             inside.remove(n)
 
     await asyncio.gather(*(hold(n) for n in range(4)))
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(0.6)
     assert await tokens.get("wx") is None
 
 
