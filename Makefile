@@ -29,8 +29,9 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -p no:cacheprovider
 
 # The fast tier: everything in-process or on Redis; no Rasa, no database server process.
+# Two workers (pytest-xdist): each test uses its own Redis namespace and ports.
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -p no:cacheprovider -m "not rasa and not server"
+	$(VENV)/bin/pytest -p no:cacheprovider -m "not rasa and not server" -n 2
 
 lint:
 	$(VENV)/bin/ruff check bot store webhooks scrm tests bench

@@ -69,18 +69,42 @@ def run_log() -> Iterator[Path]:
     handler.close()
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+LEAKS: list[str] = []  # what the workers' logs showed (pytest-xdist runs the fast tier)
+LOGGED: list[int] = []
+
+
+def _check_run_log() -> tuple[list[str], int]:
     if not RUN_LOG.exists():
-        return
+        return [], 0
     found = log_check.leaks(RUN_LOG.read_text(encoding="utf-8"), SENT_TEXTS, TEST_SECRETS)
+    size = RUN_LOG.stat().st_size
+    if not found:
+        RUN_LOG.unlink()
+    return found, size
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """A pytest-xdist worker is done: its log check comes back with it."""
+    out = getattr(node, "workeroutput", {})
+    LEAKS.extend(out.get("log_leaks", []))
+    LOGGED.append(int(out.get("log_size", 0)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found, size = _check_run_log()
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # an xdist worker: the controller reports for all
+        worker_output["log_leaks"] = [f"{RUN_LOG}: {f}" for f in found]
+        worker_output["log_size"] = size
+        return
+    found, size = found + LEAKS, size + sum(LOGGED)
     if found:
         print(f"\nthe app's log of this run ({RUN_LOG}) shows what it must not:\n  "
               + "\n  ".join(found))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    else:
-        size = RUN_LOG.stat().st_size
+    elif size:
         print(f"\nlog check: {size:,} bytes of app log, no message text, secret or phone number")
-        RUN_LOG.unlink()
 
 
 def free_port() -> int:
