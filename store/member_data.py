@@ -55,6 +55,9 @@ def identifiers(profile: Profile) -> list[str]:
     out = [str(profile["_id"])]
     for ident in profile.get("identities", []):
         out += [str(v) for v in (ident.get("openid"), ident.get("unionid")) if v]
+    imported = profile.get("imported") or {}
+    out += [str(v) for v in (imported.get("unionid"),) if v]
+    out += [k for k in profile.get("identity_keys", []) if k.startswith("import:")]
     member_id = (profile.get("member") or {}).get("id")
     fields = profile.get("fields") or {}
     out += [str(v) for v in (member_id, fields.get("mobile")) if v]
@@ -70,6 +73,7 @@ class MongoMemberData:
         await self._db["deliveries"].create_index([("profile_id", ASCENDING)])
         await self._db["poll_answers"].create_index([("profile_id", ASCENDING)])
         await self._db["tombstones"].create_index([("at", ASCENDING)])
+        await self._db["tombstones"].create_index([("ids", ASCENDING)], sparse=True)
 
     async def _all(self, name: str, query: dict[str, Any]) -> list[dict[str, Any]]:
         docs = await self._db[name].find(query).to_list(length=None)
@@ -175,9 +179,24 @@ class MongoMemberData:
         out["sources_unlinked"] = (await db["profiles"].update_many(
             {"source.by": pid}, {"$set": {"source.by": None}})).modified_count
         out["profiles"] = (await db["profiles"].delete_many({"_id": pid})).deleted_count
+        # Her ids only as their stand-ins: enough for an import to know not to bring her
+        # back (erased_among), nothing that names her.
         await db["tombstones"].update_one({"_id": stand_in}, {"$set": {
-            "at": now, "by": by, "reason": reason[:200]}}, upsert=True)
+            "at": now, "by": by, "reason": reason[:200],
+            "ids": [erased_id(i, salt) for i in ids]}}, upsert=True)
         return out
+
+    async def erased_among(self, values: list[str]) -> set[str]:
+        """Those of `values` (import keys, mobiles, unionids) that named someone erased."""
+        if not values:
+            return set()
+        salt = await self._salt()
+        by_id = {erased_id(v, salt): v for v in values}
+        found: set[str] = set()
+        async for doc in self._db["tombstones"].find({"ids": {"$in": list(by_id)}},
+                                                     {"ids": 1}):
+            found |= {by_id[i] for i in doc.get("ids", []) if i in by_id}
+        return found
 
     async def tombstone(self, profile_id: str) -> dict[str, Any] | None:
         salt = await self._salt()

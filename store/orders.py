@@ -139,4 +139,5 @@ class MongoOrders:
 
     async def find_by_unionid(self, unionid: str) -> Profile | None:
         return cast(Profile | None,
-                    await self._profiles.find_one({"identities.unionid": unionid}))
+                    await self._profiles.find_one({"$or": [{"identities.unionid": unionid},
+                                                           {"imported.unionid": unionid}]}))

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Protocol
 
+from store.exports import ExportRepo
 from store.imports import MemberImportRepo
 from store.knowledge import FaqFeedbackRepo
 from store.ledger import Award, Mismatch, Redemption, Spend
@@ -220,6 +221,11 @@ class MemberDataRepo(Protocol):
 
     async def tombstone(self, profile_id: str) -> dict[str, Any] | None: ...
 
+    async def erased_among(self, values: list[str]) -> set[str]:
+        """Those of `values` that named a member who was erased (an import must not bring
+        her back)."""
+        ...
+
     async def strip_texts(self, before: datetime, dry_run: bool) -> int: ...
 
     async def never_joined_unfollowed(self, before: datetime) -> list[Profile]: ...
@@ -260,6 +266,9 @@ class Store(Protocol):
 
     @property
     def imports(self) -> MemberImportRepo: ...
+
+    @property
+    def exports(self) -> ExportRepo: ...
 
     @property
     def embedded(self) -> bool:

@@ -213,6 +213,10 @@ class Orchestrator:
         now = datetime.now(UTC)
         profile = await self._store.profiles.touch(_identity(msg), now,
                                                    detect_lang(msg.text, "") or None)
+        if profile.get("counters", {}).get("inbound") == 1:
+            # Her first message: a member the brand imported for her unionid (or openid)
+            # before she wrote is her, from now on one profile.
+            profile = await self._store.imports.link_new(profile) or profile
         lang = self._out.lang_of(profile)
         text, payload = msg.text, msg.payload
         if text is not None and len(text) > self._max_text:

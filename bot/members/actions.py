@@ -44,6 +44,11 @@ def match_reward(text: str, catalogue: dict[str, str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def new_member_id() -> str:
+    """A new member id: M and 10 hex digits (sign-up and the member import make them)."""
+    return f"M{uuid.uuid4().hex[:10].upper()}"
+
+
 async def profile_of(store: Store, ctx: StepContext) -> Profile:
     """The member whose turn this is (the orchestrator creates her before the flows run)."""
     profile = await store.profiles.get(ctx.turn.profile_id)
@@ -122,13 +127,20 @@ class MemberActions:
         city = s.get("city") or {}
         member = dict(profile.get("member") or {})
         first_time = "id" not in member
+        linked = None
+        if first_time and s.get("mobile"):
+            # A member the brand imported with this mobile before she wrote here: she is
+            # that member from now on (her member id, tags, fields and points).
+            linked = await self._store.imports.link_mobile(profile["_id"], str(s["mobile"]))
+            if linked is not None:
+                profile, member = linked, dict(linked.get("member") or {})
         updates: dict[str, Any] = {
             "fields.nickname": s.get("nickname"),
             "fields.mobile": s.get("mobile"),
             "fields.role": s.get("role"),
             "fields.city": city.get("city") if isinstance(city, dict) else city,
             "fields.province": city.get("province") if isinstance(city, dict) else None,
-            "member.id": member.get("id") or f"M{uuid.uuid4().hex[:10].upper()}",
+            "member.id": member.get("id") or new_member_id(),
             "member.since": member.get("since") or now,
             "member.updated": now,
         }
@@ -144,6 +156,9 @@ class MemberActions:
         for kind, accepted in (("privacy", bool(s.get("consent_privacy"))),
                                ("sensitive", sensitive)):
             await record_consent(self._store, profile["_id"], kind, accepted, version, now)
+        if linked is not None:
+            await self._points.refresh_tier(profile["_id"],
+                                            (await self._store.ledger.balance(profile["_id"]))[1])
         fresh = await self._store.profiles.get(profile["_id"])
         assert fresh is not None
         await self._stages.refresh(fresh, ctx.turn.today)

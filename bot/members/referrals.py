@@ -187,8 +187,8 @@ class Referrals:
         for a person new to the brand, so not for a mobile number another profile already
         has (the referrer's own, signing up again from other accounts)."""
         referral = newcomer.get("referral") or {}
-        if not referral.get("by"):
-            return False
+        if not referral.get("by") or newcomer.get("imported"):
+            return False  # an imported member was the brand's before she followed the code
         applied = await self._referral_points(newcomer, str(referral["by"]), now)
         if self._social is not None:
             await self._social.brought([str(referral["by"])], f"signup:{newcomer['_id']}")
