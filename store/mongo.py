@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 from store.audit import MongoAudit
 from store.campaigns import MongoCampaigns
 from store.errors import guarded
+from store.exports import MongoExports
 from store.imports import MongoMemberImports
 from store.knowledge import MongoFaqFeedback
 from store.ledger import MongoLedger
@@ -220,6 +221,7 @@ class MongoInteractions:
 
     async def ensure_indexes(self) -> None:
         await self._col.create_index([("profile_id", ASCENDING), ("ts", DESCENDING)])
+        await self._col.create_index([("ts", ASCENDING)])  # exports by time
         await self._col.create_index([("dedupe_key", ASCENDING)], unique=True)
 
     async def add(self, doc: Interaction) -> bool:
@@ -327,6 +329,7 @@ class MongoStore:
         self.faq = MongoFaqFeedback(self._db)
         self.orders = MongoOrders(self._db)
         self.imports = MongoMemberImports(self._db)
+        self.exports = MongoExports(self._db, embedded)
 
     @classmethod
     async def open(cls, url: str | None, database: str, snapshot: Path | None = None
