@@ -260,6 +260,16 @@ def _money(raw: Any, where: str, positive: bool = False) -> Decimal:
     return value.quantize(Decimal("0.01"))
 
 
+def _object(raw: Any, where: str, what: str, known: frozenset[str]) -> None:
+    """`raw` is an object with only `known` fields, or OrderError naming the first other."""
+    if not isinstance(raw, Mapping):
+        raise OrderError(where, what)
+    extra = sorted(set(raw) - known)
+    if extra:
+        raise OrderError(f"{where}.{extra[0]}", f"unknown field (known: "
+                         f"{', '.join(sorted(known))})")
+
+
 def _items(raw: Any) -> tuple[Item, ...]:
     if not isinstance(raw, list) or not raw:
         raise OrderError("items", "required: a non-empty list of {name, category, qty, amount}")
@@ -268,12 +278,8 @@ def _items(raw: Any) -> tuple[Item, ...]:
     items = []
     for i, line in enumerate(raw):
         where = f"items[{i}]"
-        if not isinstance(line, Mapping):
-            raise OrderError(where, "an item is an object {name, category, qty, amount}")
-        extra = sorted(set(line) - _ITEM_FIELDS)
-        if extra:
-            raise OrderError(f"{where}.{extra[0]}", "unknown field (known: "
-                             f"{', '.join(sorted(_ITEM_FIELDS))})")
+        _object(line, where, "an item is an object {name, category, qty, amount}",
+                _ITEM_FIELDS)
         category = _text(line, "category", f"{where}.category", 40)
         if category.startswith("$") or "." in category:
             # A category is a key of the profile's orders.categories.
@@ -296,12 +302,7 @@ def _refunds(raw: Any, paid: Decimal) -> tuple[Refund, ...]:
     seen: dict[str, Refund] = {}
     for i, r in enumerate(raw):
         where = f"refunds[{i}]"
-        if not isinstance(r, Mapping):
-            raise OrderError(where, "a refund is an object {refund_id, amount, at}")
-        extra = sorted(set(r) - _REFUND_FIELDS)
-        if extra:
-            raise OrderError(f"{where}.{extra[0]}", "unknown field (known: "
-                             f"{', '.join(sorted(_REFUND_FIELDS))})")
+        _object(r, where, "a refund is an object {refund_id, amount, at}", _REFUND_FIELDS)
         refund = Refund(refund_id=_text(r, "refund_id", f"{where}.refund_id", 64, _ID,
                                         numbers=True),
                         amount=_money(r.get("amount"), f"{where}.amount", positive=True),
