@@ -122,8 +122,11 @@ class DataRights:
         """What the chat shows her: field names and masked values, consents with dates and
         policy version, tags, points, matches, how many messages since when."""
         fields = profile.get("fields") or {}
-        shown = [{"name": _FIELD_NAMES.get(k, k), "value": mask_phones(str(v))}
-                 for k, v in fields.items() if v not in (None, "")]
+        book = FieldBook(self._cfg.fields)
+        # Her own data, so not masked for her, except that a phone number in a chat is.
+        shown = [{"name": _FIELD_NAMES.get(k) or self._label(book, k),
+                  "value": mask_phones(book.get(k).show(v) if k in book else str(v))}
+                 for k, v in fields.items() if v not in (None, "", [])]
         records = await self._store.member_data.collect(profile["_id"])
         balance, _ = await self._store.ledger.balance(profile["_id"])
         return {
@@ -134,10 +137,19 @@ class DataRights:
             "tags": list(profile.get("tags") or []),
             "points": balance,
             "matches": len(records.get("matches", [])),
+            "orders": len(records.get("orders", [])),
             "messages": len(records.get("interactions", [])),
             "since": self._day(profile.get("first_seen")),
             "erasure": self._day((profile.get("erasure") or {}).get("due")),
         }
+
+    @staticmethod
+    def _label(book: FieldBook, name: str) -> str:
+        if name not in book:
+            return name
+        found = book.get(name)
+        return f"{found.label_zh} {found.label_en}" if found.label_en != found.label_zh \
+            else found.label_zh
 
     def _day(self, when: Any) -> str:
         if isinstance(when, datetime):

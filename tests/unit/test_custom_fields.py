@@ -176,6 +176,8 @@ async def test_baby_details_are_asked_checked_and_stored_by_their_codes(tmp_path
     assert "记下啦" in await core.say("o_bd", "母乳、奶粉")
     fields = (await core.profile("o_bd"))["fields"]
     assert fields["baby_gender"] == "girl" and fields["feeding"] == ["breast", "formula"]
+    mine = await core.say("o_bd", "我的数据")  # what we keep, as she said it
+    assert "宝宝性别 Baby's gender：女孩" in mine and "喂养方式 Feeding：母乳、奶粉" in mine
 
 
 async def test_a_sensitive_field_is_kept_only_with_consent_and_goes_when_it_is_withdrawn(
