@@ -176,8 +176,10 @@ class MongoMemberData:
             {"by": pid}, {"$set": {"by": stand_in}})).modified_count
         out["referrals_unlinked"] = (await db["profiles"].update_many(
             {"referral.by": pid}, {"$unset": {"referral": ""}})).modified_count
+        # Their QR scene names her member id (ref_M…, cq_M…_…): it goes with her.
         out["sources_unlinked"] = (await db["profiles"].update_many(
-            {"source.by": pid}, {"$set": {"source.by": None}})).modified_count
+            {"source.by": pid}, {"$set": {"source.by": None}, "$unset": {"source.scene": ""}})
+        ).modified_count
         out["profiles"] = (await db["profiles"].delete_many({"_id": pid})).deleted_count
         # Her ids only as their stand-ins: enough for an import to know not to bring her
         # back (erased_among), nothing that names her.

@@ -47,7 +47,6 @@ REACH_SAMPLE = 5000  # members in the window whose allowance a preview looks up,
 _MISSING = re.compile(r"'(\w+)' is undefined")
 LIVE = ["queued", "running", "paused"]
 KIND_NAMES = {"broadcast": "群发", "poll": "投票", "mot": "生命周期消息"}
-STAGE_NAMES = {"pregnant": "孕期", "baby": "宝宝", "other": "其他"}
 
 
 class CampaignError(Exception):

@@ -18,13 +18,14 @@ from typing import Any, Protocol
 from bot.brand_calendar import BrandCalendar
 from bot.consents import consented
 from bot.marketing.audit import Audit
-from bot.marketing.campaigns import STAGE_NAMES, CampaignError, Campaigns
+from bot.marketing.campaigns import CampaignError, Campaigns
 from bot.marketing.segments import SEGMENT_HELP
 from bot.members.fields import FieldBook, FieldError
+from bot.members.labels import ROLE_NAMES, SOURCE_NAMES, STAGE_NAMES
 from bot.members.lifestage import is_stage_tag
 from bot.members.lookup import find_member
 from bot.members.points import Points
-from bot.members.referrals import SOURCE_NAMES, Referrals
+from bot.members.referrals import Referrals
 from bot.members.social import Social
 from bot.members.social import doc as profile_doc
 from bot.privacy import mask_name, mask_phones
@@ -36,8 +37,6 @@ from store.records import Profile, identity_key
 log = logging.getLogger(__name__)
 
 ROLES = ("consumer", "kol", "employee", "manager", "marketer", "admin")
-ROLE_NAMES = {"consumer": "会员", "kol": "KOL", "employee": "员工", "manager": "社群经理",
-              "marketer": "市场", "admin": "管理员"}
 ROLE_ALIASES = {"达人": "kol", "员工": "employee", "社群经理": "manager", "经理": "manager",
                 "市场": "marketer", "营销": "marketer", "管理员": "admin", "会员": "consumer",
                 "普通": "consumer", "消费者": "consumer"}

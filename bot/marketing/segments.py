@@ -619,7 +619,7 @@ FIELDS: Final[tuple[_Field, ...]] = (
     _Field("lang", ("语言",), _EQ_ONLY, _choice("lang", _LANGS, "语言"), "lang:zh",
            "语言 zh/en"),
     _Field("orders", ("订单", "订单数"), _ALL_OPS, _amount("orders.count", "订单数"),
-           "orders>=2", "订单数（退款的也算一单）"),
+           "orders>=2", "订单数（全额退款的不算）"),
     _Field("spent", ("消费", "消费金额"), _ALL_OPS, _amount("orders.spent", "消费金额", True),
            "spent>=500", "累计消费（元，已扣退款）"),
     _Field("last_order", ("最近下单",), _AGO_OPS, _ago("orders.last_at"), "last_order<30d",

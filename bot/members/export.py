@@ -26,6 +26,8 @@ from typing import Any, Final, Literal
 
 from bot.brand_calendar import BrandCalendar
 from bot.members.fields import SENSITIVE_BUILTIN, FieldBook, FieldDef
+from bot.members.labels import ROLE_NAMES, SOURCE_NAMES, STAGE_NAMES
+from bot.members.lifestage import is_stage_tag
 from bot.privacy import mask_name, mask_phones
 from bot.settings import BotSettings
 from store.protocols import Store
@@ -163,6 +165,18 @@ def _listed(masked: bool) -> Cell:
     return cell
 
 
+def _tags(masked: bool) -> Cell:
+    """Her tags; masked, without the life-stage ones (孕25周 says what her due date does)."""
+    listed = _listed(masked)
+
+    def cell(v: Any) -> str:
+        if masked and isinstance(v, list):
+            v = [t for t in v if not is_stage_tag(str(t))]
+        return listed(v)
+
+    return cell
+
+
 def _categories(masked: bool) -> Cell:
     def cell(v: Any) -> str:
         if not isinstance(v, dict) or not v:
@@ -212,12 +226,7 @@ def _custom(d: FieldDef, masked: bool) -> Cell:
 # --------------------------------------------------------------------------- columns
 
 _ROLES: Final = {"expecting": "准妈妈", "mother": "宝妈", "other": "其他"}
-_STAGES: Final = {"pregnant": "孕期", "baby": "宝宝", "other": "其他", "unknown": "未知"}
 _FOLLOW: Final = {"subscribed": "已关注", "unsubscribed": "已取关", "unknown": "未知"}
-_STAFF: Final = {"consumer": "消费者", "kol": "达人", "employee": "员工", "manager": "社群经理",
-                 "marketer": "市场", "admin": "管理员"}
-_SOURCES: Final = {"qr": "渠道二维码", "referral": "好友推荐", "import": "导入",
-                   "organic": "自然关注"}
 
 
 @dataclass(frozen=True)
@@ -273,11 +282,11 @@ BUILTIN_COLUMNS: Final[tuple[Column, ...]] = (
     Column("city", "城市", "fields.city", _k_text),
     Column("province", "省份", "fields.province", _k_text),
     Column("role", "身份", "fields.role", _k_choice(_ROLES)),
-    Column("stage", "阶段", "member.stage", _k_choice(_STAGES)),
+    Column("stage", "阶段", "member.stage", _k_choice(STAGE_NAMES)),
     Column("tier", "等级", "member.tier", _k_text),
     Column("points", "积分", "points.balance", _k_int),
     Column("earned", "累计积分", "points.earned", _k_int),
-    Column("tags", "标签", "tags", lambda m, z: _listed(m), listy=True),
+    Column("tags", "标签", "tags", lambda m, z: _tags(m), listy=True),
     Column("joined", "入会时间", "member.since", _k_time, memo=False),
     Column("first_seen", "首次来访", "first_seen", _k_time, memo=False),
     Column("last_seen", "最近来访", "last_seen", _k_time, memo=False),
@@ -287,7 +296,7 @@ BUILTIN_COLUMNS: Final[tuple[Column, ...]] = (
       for name, label in (("due_date", "预产期"), ("baby_birthday", "宝宝生日"))
       if name in SENSITIVE_BUILTIN),
     Column("lang", "语言", "lang", _k_text),
-    Column("staff_role", "角色", "role", _k_choice(_STAFF, missing="消费者")),
+    Column("staff_role", "角色", "role", _k_choice(ROLE_NAMES, missing="会员")),
     Column("orders.count", "订单数", "orders.count", _k_int),
     Column("orders.spent", "消费金额", "orders.spent", _k_money),
     Column("orders.last_at", "最近下单", "orders.last_at", _k_time, memo=False),
@@ -295,7 +304,7 @@ BUILTIN_COLUMNS: Final[tuple[Column, ...]] = (
     Column("orders.categories", "品类消费", "orders.categories",
              lambda m, z: _categories(m), memo=False),
     Column("social.score", "社交价值", "social.score", _k_money),
-    Column("source.kind", "来源", "source.kind", _k_choice(_SOURCES)),
+    Column("source.kind", "来源", "source.kind", _k_choice(SOURCE_NAMES)),
     Column("source.campaign", "来源活动", "source.campaign", _k_text),
     Column("source.scene", "来源二维码", "source.scene", _k_text),
     Column("source.at", "来源时间", "source.at", _k_time, memo=False),

@@ -381,12 +381,14 @@ class MemberImporter:
             [import_key(source, r.row_id) for r in found if r.points > 0])
         new = [r for r in rows if not any(k in by for k in self._tries(r, source) if k)]
         erased = await self._store.member_data.erased_among(
-            [v for r in new for v in (import_key(source, r.row_id), r.mobile, r.unionid) if v])
+            [v for r in new for v in (import_key(source, r.row_id), r.mobile, r.unionid,
+                                      r.openid) if v])
         new_lines = {r.line for r in new} if erased else set()
         plans = []
         for row in rows:
             ledger_key = import_key(source, row.row_id)
-            if row.line in new_lines and erased & {ledger_key, row.mobile, row.unionid}:
+            if row.line in new_lines and \
+                    erased & {ledger_key, row.mobile, row.unionid, row.openid}:
                 report.problems.append(CsvProblem(
                     row.line, None, "this person was erased at her request: take her out of "
                     "the file (she is not imported again)"))

@@ -38,9 +38,6 @@ SCENE_MAX: Final = 64  # WeChat's limit on qrcode/create scene_str
 # (32) as owner the longest scene is cq_ + 32 + _ + 24 = 60.
 CAMPAIGN_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$")
 _MEMBER_ID: Final = re.compile(r"^M[0-9A-F]{10}$")
-# `source.kind` as staff read it (`import` is written by the member import).
-SOURCE_NAMES: Final = {"organic": "自然关注", "qr": "二维码", "referral": "会员推荐",
-                       "import": "导入", "unknown": "未记录"}
 
 
 class QrIssuer(Protocol):
@@ -112,19 +109,23 @@ class Referrals:
             return None
         # New only on the very first contact: an unfollow-refollow earns nobody points.
         is_new = msg.event == "subscribe" and profile.get("counters", {}).get("inbound") == 1
-        brought_by = await self.attribute(profile, msg.event_key, now)
+        first = profile.get("counters", {}).get("inbound") == 1
+        brought_by = await self.attribute(profile, msg.event_key, now, first)
         outcome, referrer = await self._link(profile, msg.event_key, msg.event, is_new, now,
                                              msg.record_key)
         if self._social is not None:
             await self._social.brought([brought_by, referrer], msg.record_key)
         return outcome
 
-    async def attribute(self, profile: Profile, scene: str | None, now: datetime
-                        ) -> str | None:
-        """Set her `source` unless she has one; the profile id it credits, if any."""
+    async def attribute(self, profile: Profile, scene: str | None, now: datetime,
+                        first: bool = True) -> str | None:
+        """Set her `source` unless she has one; the profile id it credits, if any. Only
+        her first contact says where she came from: someone who wrote before sources were
+        kept is recorded as `unknown`, not credited to the next code she scans."""
         if doc(profile).get("source"):
             return None  # first wins: a later code, a refollow or an import change nothing
-        source = await self._source(profile, scene or None, now)
+        source = await self._source(profile, scene or None, now) if first else {
+            "kind": "unknown", "scene": None, "campaign": None, "by": None, "at": now}
         # One follower's events are handled one at a time (the orchestrator's order), so
         # reading `source` from the profile just touched and writing it cannot race.
         await self._store.profiles.update(profile["_id"], {"source": source})

@@ -232,3 +232,14 @@ async def test_someone_erased_at_her_request_is_not_imported_again(core):
     assert await everyone(core) == [] and not again.written
     other = await run(core, row.replace("C9", "C10").replace("U_nine", "U_ten"))
     assert problems(other)  # the same mobile from another row id is still her
+
+
+async def test_a_follower_erased_at_her_request_is_not_brought_back_by_her_openid(core):
+    await core.say("o_gone", "你好")
+    her = await core.profile("o_gone")
+    await core.core.rights.erase(her, "member", "她要求注销", datetime.now(UTC))
+    again = await run(core, "openid,昵称\no_gone,小雨\n")
+    assert [p[2] for p in problems(again)] == [
+        "this person was erased at her request: take her out of the file (she is not "
+        "imported again)"]
+    assert not again.written

@@ -286,3 +286,22 @@ async def test_a_campaign_name_must_fit_a_wechat_scene(core):
     lost = await core.profile("o_lost")
     assert (lost["source"]["kind"], lost["source"]["campaign"], lost["source"]["by"]) == (
         "qr", "expo", None)
+
+
+async def test_erasing_the_member_whose_code_brought_a_follower_takes_her_id_off_his_source(
+        core):
+    member_id = await sign_up(core, "o_gone", "阿离", "13900000009")
+    await core.event("o_came", "subscribe", f"ref_{member_id}")
+    assert (await core.profile("o_came"))["source"]["scene"] == f"ref_{member_id}"
+    await core.core.rights.erase(await core.profile("o_gone"), "member", "注销",
+                                 datetime.now(UTC))
+    source = (await core.profile("o_came"))["source"]
+    assert source["kind"] == "referral" and source["by"] is None and "scene" not in source
+
+
+async def test_someone_who_wrote_before_sources_were_kept_is_unknown_not_credited(core):
+    member_id = await sign_up(core, "o_code", "码码", "13900000008")
+    await core.say("o_old", "你好")  # here before: her first contact recorded no source
+    await core.event("o_old", "scan", f"ref_{member_id}")
+    source = (await core.profile("o_old"))["source"]
+    assert source["kind"] == "unknown" and source["by"] is None
