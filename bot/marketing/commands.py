@@ -160,6 +160,11 @@ class Commands:
         call = Call(profile, role, args.strip(), now, source)
         if cmd is not None and cmd.redact is not None:
             call.shown = cmd.redact(self, call.args)  # before any audit, allowed or not
+            if call.shown != call.args:
+                # The message as kept in her history (admin view, interaction exports)
+                # is the redacted one too; `source` is the inbound record's key.
+                await self._store.interactions.update(
+                    source, {"text": f"/{head.strip()} {call.shown}"})
         name = cmd.name if cmd else head[:20]
         if role not in STAFF and role not in SERVICE:
             # Not staff: no hint that commands exist; the message is ordinary chat.
@@ -595,8 +600,9 @@ async def _field(c: Commands, call: Call) -> str:
     try:
         value = spec.parse(raw, c.calendar.today(call.now))
     except FieldError as e:
-        raise CommandError(e.message.replace(raw, "***") if spec.sensitive else e.message
-                           ) from None
+        # A sensitive value, or a piece of it, is never repeated: only what would fit.
+        raise CommandError(f"{spec.label()}的值不对；{spec.hint()}" if spec.sensitive
+                           else e.message) from None
     before = (target.get("fields") or {}).get(name)
     await c._store.profiles.set_fields(target["_id"], {name: value})
     member_id = (target.get("member") or {}).get("id", target["_id"][:8])

@@ -116,6 +116,9 @@ async def test_a_sensitive_fields_value_is_stored_but_never_shown_or_audited(cor
     assert (await core.profile("o_m0001"))["fields"]["allergy"] == "花生过敏"
     texts = [a["text"] + a["detail"] for a in await core.store.audit.latest(10)]
     assert texts and not any("花生过敏" in t for t in texts)
+    staff = await core.profile(BOSS)
+    kept = [i["text"] or "" for i in await core.store.interactions.latest(staff["_id"], 10)]
+    assert any("allergy ***" in t for t in kept) and not any("花生过敏" in t for t in kept)
     # Without her consent to sensitive data, nothing is recorded.
     shy = member_doc(2)
     shy["consents"]["sensitive"]["accepted"] = False
