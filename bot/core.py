@@ -11,6 +11,7 @@ the action executor for Rasa, and the jobs and daily crons for the worker.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time
@@ -34,6 +35,7 @@ from bot.marketing.commands import ROLES, Commands
 from bot.marketing.polls import PollActions
 from bot.members.actions import LifeStages, MemberActions
 from bot.members.fields import FieldBook
+from bot.members.orders import recompute_totals
 from bot.members.points import Points, award_rules
 from bot.members.referrals import QrIssuer, Referrals
 from bot.members.social import SOCIAL_JOB, KolSuggestions, Social
@@ -171,7 +173,8 @@ async def build_core(settings: BotSettings, store: Store, state: State, *, nlu: 
         order=state.order, outbox=state.outbox, metrics=metrics, commands=commands,
         event_hooks=[referrals], interceptor=handoff,
         order_wait=settings.app.order_wait_seconds,
-        testers=staff.testers, max_text=settings.app.max_text_chars)
+        testers=staff.testers, max_text=settings.app.max_text_chars,
+        after_link=functools.partial(recompute_totals, store))
     return Core(settings=settings, calendar=calendar, store=store, state=state, flows=flows,
                 points=points, referrals=referrals, social=social, kol=kol, stages=stages,
                 matcher=matcher,

@@ -244,9 +244,10 @@ def _absorb(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
     mine, theirs = dst.get("source"), src.get("source")
     if theirs and (not mine or _at(theirs) < _at(mine)):
         sets["source"] = theirs  # where she came from: the first record of her wins
-    for part in ("orders", "social"):
-        if src.get(part) and not dst.get(part):
-            sets[part] = src[part]
+    # Her order totals are recomputed from the orders moved here by the caller
+    # (bot.members.orders.recompute_totals); a social score is recomputed by its job.
+    if src.get("social") and not dst.get("social"):
+        sets["social"] = src["social"]
     if src.get("first_seen") and dst.get("first_seen") and src["first_seen"] < dst["first_seen"]:
         sets["first_seen"] = src["first_seen"]
     update: dict[str, Any] = {"$set": sets}

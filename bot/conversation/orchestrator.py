@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -122,7 +122,11 @@ class Orchestrator:
         order_wait: float = 30.0,
         testers: Collection[str] = (),  # identity keys (channel:account:id)
         max_text: int = 2000,
+        # Called with her profile id when her first message linked an imported member to
+        # her (her order totals are then recomputed: bot/members/orders.py).
+        after_link: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self._after_link = after_link
         self._store = store
         self._nlu = nlu
         self._engine = engine
@@ -216,7 +220,11 @@ class Orchestrator:
         if profile.get("counters", {}).get("inbound") == 1:
             # Her first message: a member the brand imported for her unionid (or openid)
             # before she wrote is her, from now on one profile.
-            profile = await self._store.imports.link_new(profile) or profile
+            linked = await self._store.imports.link_new(profile)
+            if linked is not None:
+                profile = linked
+                if self._after_link is not None:
+                    await self._after_link(profile["_id"])
         lang = self._out.lang_of(profile)
         text, payload = msg.text, msg.payload
         if text is not None and len(text) > self._max_text:

@@ -18,6 +18,7 @@ from bot.brand_calendar import BrandCalendar
 from bot.consents import consented, record_consent
 from bot.flow_engine.actions import Say, StepContext, step_action
 from bot.members.lifestage import is_stage_tag, stage_of
+from bot.members.orders import recompute_totals
 from bot.members.points import Points
 from bot.members.referrals import Referrals
 from bot.privacy import mask_phones
@@ -134,6 +135,7 @@ class MemberActions:
             linked = await self._store.imports.link_mobile(profile["_id"], str(s["mobile"]))
             if linked is not None:
                 profile, member = linked, dict(linked.get("member") or {})
+                await recompute_totals(self._store, profile["_id"])
         updates: dict[str, Any] = {
             "fields.nickname": s.get("nickname"),
             "fields.mobile": s.get("mobile"),

@@ -479,12 +479,7 @@ class OrderBook:
 
     async def recompute(self, profile_id: str) -> None:
         """Her aggregates from her orders (after a crash between writes, or a repair)."""
-        orders = self._store.orders
-        rev = await orders.bump(profile_id)
-        if rev is None:
-            return  # no such profile (erased meanwhile)
-        fields, unset = aggregates(await orders.for_profile(profile_id))
-        await orders.set_aggregates(profile_id, rev, fields, unset)
+        await recompute_totals(self._store, profile_id)
 
     def _conflict(self, order: Order, pid: str, reason: str) -> RecordResult:
         log.info("order refused", extra={"order": order.order_id, "profile_id": pid,
@@ -576,3 +571,13 @@ class OrderBook:
                 await self._store.orders.note_refund(order_id, str(r["refund_id"]),
                                                      back.taken, back.shortfall)
         return points, shortfall
+
+
+async def recompute_totals(store: Store, profile_id: str) -> None:
+    """Her order totals from her orders, written by revision (after her imported self's
+    orders moved to her, after a crash between writes, or a repair)."""
+    rev = await store.orders.bump(profile_id)
+    if rev is None:
+        return  # no such profile (erased meanwhile)
+    fields, unset = aggregates(await store.orders.for_profile(profile_id))
+    await store.orders.set_aggregates(profile_id, rev, fields, unset)

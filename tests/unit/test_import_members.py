@@ -243,3 +243,25 @@ async def test_a_follower_erased_at_her_request_is_not_brought_back_by_her_openi
         "this person was erased at her request: take her out of the file (she is not "
         "imported again)"]
     assert not again.written
+
+
+async def test_her_order_totals_count_both_profiles_orders_after_the_merge(core):
+    from bot.members.orders import OrderBook, order_from_json
+
+    await run(core, HEADER + "C7,13800000007,,小七,上海,,0,\n")
+    c = core.core
+    book = OrderBook(c.store, c.points, c.settings, ("wechat", APP_ID))
+    await core.say("o_seven", "你好")
+
+    def order(oid: str, member: str, amount: str) -> Any:
+        return order_from_json({
+            "order_id": oid, "member": member, "at": "2026-11-20T10:00:00+08:00",
+            "amount": amount, "channel": "tmall",
+            "items": [{"name": "奶粉", "category": "奶粉", "qty": 1, "amount": amount}]})
+
+    await book.record(order("T-imp", "13800000007", "100.00"), datetime.now(UTC))
+    await book.record(order("T-wx", "o_seven", "50.00"), datetime.now(UTC))
+    await sign_up(core, "o_seven", "13800000007")
+    [her] = await everyone(core)
+    assert her["orders"]["count"] == 2 and her["orders"]["spent"] == 150.0
+    assert await c.store.ledger.check() == []
