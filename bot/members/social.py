@@ -132,6 +132,23 @@ class _Seen:
     stored: tuple[Any, Any] | None
 
 
+def _credits(d: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What one profile brings to whom: (part, profile id) for a woman she referred who
+    became a member (not one refused as already known), a follower her code brought who
+    still follows, and a share (an existing follower scanning her code)."""
+    referral = d.get("referral") or {}
+    source_by = (doc(d).get("source") or {}).get("by")
+    by = referral.get("by")
+    out: list[tuple[str, str]] = []
+    if by and "id" in (d.get("member") or {}) and "refused" not in referral:
+        out.append(("referral_member", by))
+    if source_by and (d.get("follow") or {}).get("state") != "unsubscribed":
+        out.append(("follower", source_by))
+    if by and referral.get("event") == "scan" and source_by != by:
+        out.append(("share", by))
+    return out
+
+
 class Social:
     """Gathers the counts, keeps `social.*` on the profile, and answers the top lists."""
 
@@ -153,18 +170,21 @@ class Social:
 
     # -- counting -----------------------------------------------------------------------
     async def counts(self, profile: Profile, now: datetime) -> Counts:
-        """One member's counts (the same rules as the daily scan, as three counts)."""
-        pid, p = profile["_id"], self._store.profiles
+        """One member's counts: the daily scan's rule (`_credits`) over the profiles that
+        name her."""
+        pid = profile["_id"]
+        tally: Counter[str] = Counter()
+        named: dict[str, Mapping[str, Any]] = {}
+        for path in ("referral.by", "source.by"):  # two indexed reads, not one $or scan
+            async for d in self._store.profiles.fields_where({path: pid}, SCAN_PATHS):
+                named[d["_id"]] = d
+        for found in named.values():
+            tally.update(part for part, who in _credits(found) if who == pid)
         mine = doc(profile).get("social") or {}
         return Counts(
-            referral_member=await p.count_where({
-                "referral.by": pid, "member.id": {"$exists": True},
-                "referral.refused": {"$exists": False}}),
-            follower=await p.count_where({"source.by": pid,
-                                          "follow.state": {"$ne": "unsubscribed"}}),
-            share=await p.count_where({"referral.by": pid, "referral.event": "scan",
-                                       "source.by": {"$ne": pid}}),
-            helpful=len(mine.get("helpful") or {}), poll=len(mine.get("polls") or {}),
+            referral_member=tally["referral_member"], follower=tally["follower"],
+            share=tally["share"], helpful=len(mine.get("helpful") or {}),
+            poll=len(mine.get("polls") or {}),
             days_away=self._days_away(profile.get("last_seen"), self._calendar.today(now)))
 
     @staticmethod
@@ -200,28 +220,19 @@ class Social:
         grouped here, not asked per member); only changed scores are written."""
         now = now or datetime.now(UTC)
         today = self._calendar.today(now)
-        referral_member: Counter[str] = Counter()
-        follower: Counter[str] = Counter()
-        share: Counter[str] = Counter()
+        tally: Counter[tuple[str, str]] = Counter()
         seen: dict[str, _Seen] = {}
         async for d in self._store.profiles.fields_where({}, SCAN_PATHS):
-            referral = d.get("referral") or {}
-            source_by = (doc(d).get("source") or {}).get("by")
-            by = referral.get("by")
+            tally.update(_credits(d))
             is_member = "id" in (d.get("member") or {})
-            if by and is_member and "refused" not in referral:
-                referral_member[by] += 1
-            if source_by and (d.get("follow") or {}).get("state") != "unsubscribed":
-                follower[source_by] += 1
-            if by and referral.get("event") == "scan" and source_by != by:
-                share[by] += 1
             mine = doc(d).get("social") or {}
             seen[d["_id"]] = _Seen(is_member, d.get("last_seen"),
                                    len(mine.get("helpful") or {}), len(mine.get("polls") or {}),
                                    self._stored(doc(d)))
         scored = changed = 0
         for pid, s in seen.items():
-            counts = Counts(referral_member[pid], follower[pid], share[pid], s.helpful, s.poll,
+            counts = Counts(tally["referral_member", pid], tally["follower", pid],
+                            tally["share", pid], s.helpful, s.poll,
                             self._days_away(s.last_seen, today))
             if not (s.member or counts.any() or s.stored):
                 continue
