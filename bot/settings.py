@@ -161,7 +161,7 @@ class CustomField(Strict):
     # enum: the allowed values; list: allowed items (empty: any). A mapping gives each
     # value a label that is also accepted as input (girl: 女孩).
     choices: list[str] | dict[str, str] = Field(default_factory=list)
-    min: float | None = None  # int, decimal: bounds; text, list: length bounds
+    min: float | None = None  # int, decimal: bounds; text: length bounds
     max: float | None = None
     places: int = Field(2, ge=0, le=6)  # decimal: digits kept after the point
     sensitive: bool = False  # masked like phones; gone with the sensitive-data consent
