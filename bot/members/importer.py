@@ -276,18 +276,16 @@ class MemberImporter:
         if row_id and (len(row_id) > 64 or not row_id.isprintable()):
             bad("id", "an id is at most 64 printable characters")
             row_id = ""
-        nickname = cell("nickname")
-        if nickname:
-            read = get_validator("nickname")(nickname, today)
+        # Sign-up's own checks: a nickname and a city read as they would be in the chat.
+        for target, what in (("nickname", "a nickname"), ("city", "a city")):
+            text = cell(target)
+            if not text:
+                continue
+            read = get_validator(target)(text, today)
             if isinstance(read, Invalid):
-                bad("nickname", f"not a nickname ({_REASONS.get(read.reason, read.reason)})")
-            else:
+                bad(target, f"not {what} ({_REASONS.get(read.reason, read.reason)})")
+            elif target == "nickname":
                 values["nickname"] = read.value
-        city = cell("city")
-        if city:
-            read = get_validator("city")(city, today)
-            if isinstance(read, Invalid):
-                bad("city", f"not a city ({_REASONS.get(read.reason, read.reason)})")
             else:
                 values["city"] = read.value["city"]
                 if read.value.get("province"):
