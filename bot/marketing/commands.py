@@ -27,7 +27,6 @@ from bot.members.lookup import find_member
 from bot.members.points import Points
 from bot.members.referrals import Referrals
 from bot.members.social import Social
-from bot.members.social import doc as profile_doc
 from bot.privacy import mask_name, mask_phones
 from bot.settings import BUILTIN_FIELDS
 from bot.tags import is_system_tag
@@ -214,8 +213,7 @@ class Commands:
 
     async def member_card(self, target: Profile) -> str:
         """Her profile as staff may see it: masked, no dates of her pregnancy."""
-        fields, member, more = target.get("fields") or {}, target.get("member") or {}, \
-            profile_doc(target)
+        fields, member, more = target.get("fields") or {}, target.get("member") or {}, target
         follow = "已取关" if (target.get("follow") or {}).get("state") == "unsubscribed" \
             else "关注中"
         balance, earned = await self._store.ledger.balance(target["_id"])

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from bot.brand_calendar import BrandCalendar
 from bot.flow_engine.validators import Invalid, get_validator
@@ -432,7 +432,7 @@ class MemberImporter:
             else:
                 plan.kept += 1
         if owned:
-            imported = _part(profile, "imported")
+            imported = dict(profile.get("imported") or {})
             for name, value in (("unionid", row.unionid),
                                 ("identity_key", self._key_of(row.openid))):
                 if value and imported.get(name) != value:
@@ -554,7 +554,7 @@ def _index(by: dict[tuple[str, str], Profile], found: list[Profile]) -> None:
         for ident in p.get("identities", []):
             if ident.get("unionid"):
                 by.setdefault(("unionid", str(ident["unionid"])), p)
-        imported = _part(p, "imported")
+        imported = dict(p.get("imported") or {})
         if imported.get("unionid"):
             by.setdefault(("unionid", str(imported["unionid"])), p)
         if imported.get("identity_key"):
@@ -569,12 +569,6 @@ def _counts(report: ImportReport) -> dict[str, Any]:
     return {"source": report.source, "rows": report.rows, "new": report.created,
             "updated": report.updated, "unchanged": report.unchanged,
             "invalid": report.invalid, "points": report.points}
-
-
-def _part(profile: Profile, name: str) -> dict[str, Any]:
-    """A sub-document the Profile type does not list (`imported`, `source`)."""
-    found = cast(dict[str, Any], profile).get(name)
-    return found if isinstance(found, dict) else {}
 
 
 def _update(plan: _Plan) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from bot.members.points import Points
-from bot.members.social import Social, doc
+from bot.members.social import Social
 from bot.messages import InboundMessage
 from store.protocols import Store
 from store.records import Profile
@@ -92,7 +92,7 @@ class Referrals:
         """`owner`'s code for `campaign` (a member, KOL or member of staff), made once
         through WeChat and kept on her profile (`qr_codes.<campaign>`)."""
         scene = campaign_scene(owner, campaign)
-        kept = (doc(owner).get("qr_codes") or {}).get(campaign)
+        kept = (owner.get("qr_codes") or {}).get(campaign)
         if kept:
             return dict(kept)
         if self._qr is None:
@@ -122,7 +122,7 @@ class Referrals:
         """Set her `source` unless she has one; the profile id it credits, if any. Only
         her first contact says where she came from: someone who wrote before sources were
         kept is recorded as `unknown`, not credited to the next code she scans."""
-        if doc(profile).get("source"):
+        if profile.get("source"):
             return None  # first wins: a later code, a refollow or an import change nothing
         source = await self._source(profile, scene or None, now) if first else {
             "kind": "unknown", "scene": None, "campaign": None, "by": None, "at": now}
@@ -215,7 +215,7 @@ class Referrals:
         members: Counter[str] = Counter()
         async for d in self._store.profiles.fields_where(
                 {}, ["source.kind", "source.campaign", "member.id"]):
-            source = doc(d).get("source") or {}
+            source = d.get("source") or {}
             keys = [str(source.get("kind") or "unknown")]
             if source.get("campaign"):
                 keys.append(f"campaign:{source['campaign']}")

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from bot.brand_calendar import BrandCalendar
 from bot.jobs import JobQueue
@@ -59,12 +59,6 @@ _TOP: Final = ["social.score", "member.id", "role", "identity_keys", "follow.sta
                "erasure"]
 
 Notify = Callable[[str, str, str], Awaitable[bool]]  # profile id, text, idempotency key
-
-
-def doc(profile: Profile | Mapping[str, Any]) -> Mapping[str, Any]:
-    """A profile with the paths other parts agreed on (`social`, `source`, `orders`,
-    `imported`), which store.records.Profile does not name yet."""
-    return cast(Mapping[str, Any], profile)
 
 
 @dataclass(frozen=True)
@@ -137,7 +131,7 @@ def _credits(d: Mapping[str, Any]) -> list[tuple[str, str]]:
     became a member (not one refused as already known), a follower her code brought who
     still follows, and a share (an existing follower scanning her code)."""
     referral = d.get("referral") or {}
-    source_by = (doc(d).get("source") or {}).get("by")
+    source_by = (d.get("source") or {}).get("by")
     by = referral.get("by")
     out: list[tuple[str, str]] = []
     if by and "id" in (d.get("member") or {}) and "refused" not in referral:
@@ -180,7 +174,7 @@ class Social:
                 named[d["_id"]] = d
         for found in named.values():
             tally.update(part for part, who in _credits(found) if who == pid)
-        mine = doc(profile).get("social") or {}
+        mine = profile.get("social") or {}
         return Counts(
             referral_member=tally["referral_member"], follower=tally["follower"],
             share=tally["share"], helpful=len(mine.get("helpful") or {}),
@@ -208,7 +202,7 @@ class Social:
         if profile is None:
             return None
         counts = await self.counts(profile, now)
-        stored = self._stored(doc(profile))
+        stored = self._stored(profile)
         if not ("id" in (profile.get("member") or {}) or counts.any() or stored):
             return None
         score = social_score(counts, self._cfg)
@@ -225,10 +219,10 @@ class Social:
         async for d in self._store.profiles.fields_where({}, SCAN_PATHS):
             tally.update(_credits(d))
             is_member = "id" in (d.get("member") or {})
-            mine = doc(d).get("social") or {}
+            mine = d.get("social") or {}
             seen[d["_id"]] = _Seen(is_member, d.get("last_seen"),
                                    len(mine.get("helpful") or {}), len(mine.get("polls") or {}),
-                                   self._stored(doc(d)))
+                                   self._stored(d))
         scored = changed = 0
         for pid, s in seen.items():
             counts = Counts(tally["referral_member", pid], tally["follower", pid],
@@ -308,7 +302,7 @@ class Social:
                 continue
             if d.get("role") in exclude_roles or keys.intersection(d.get("identity_keys") or []):
                 continue
-            score = float((doc(d).get("social") or {})["score"])
+            score = float((d.get("social") or {})["score"])
             rows.append((score, str(member.get("id") or d["_id"]), d["_id"]))
         best = heapq.nsmallest(n, rows, key=lambda r: (-r[0], r[1]))
         found = {p["_id"]: p for p in await self._store.profiles.get_many([b[2] for b in best])}
@@ -318,7 +312,7 @@ class Social:
             if p is not None:
                 out.append({"profile_id": pid, "member_id": (p.get("member") or {}).get("id"),
                             "nickname": mask_name((p.get("fields") or {}).get("nickname")),
-                            "score": score, "parts": (doc(p).get("social") or {}).get(
+                            "score": score, "parts": (p.get("social") or {}).get(
                                 "parts") or {}})
         return out
 
