@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CANCEL_WORDS = {"算了", "取消", "不要了", "不注册了", "退出", "cancel", "stop", "quit"}
 MAX_STEPS = 100  # a loop in a flow must not hang a turn
+_COMMAND_EDGES = " \t\n\u3000。.!！?？~～,，、"  # around a command typed on its own
 
 
 class FlowSource(Protocol):
@@ -195,14 +196,19 @@ class FlowEngine:
                 return by_scene
         if inp.event:
             return fs.route("events", inp.event, inp.tester)
+        # The keyword alone ("签到") is a command and wins. Inside a longer message it is only
+        # a fallback for when the NLU is unsure: "签到有积分吗" is a question, not a check-in,
+        # and "积分能兑换湿巾吗" must not spend her points.
         text = inp.text.casefold()
-        for keyword in fs.keywords(inp.tester):
-            if keyword and keyword in text:
-                return fs.route("keywords", keyword, inp.tester)
+        keyword = next((k for k in fs.keywords(inp.tester) if k and k in text), None)
+        if keyword is not None and keyword == text.strip(_COMMAND_EDGES):
+            return fs.route("keywords", keyword, inp.tester)
         if inp.intent and inp.intent != "nlu_fallback" and (
                 inp.confidence is None or inp.confidence >= self._threshold):
-            return fs.route("intents", inp.intent, inp.tester)
-        return None
+            by_intent = fs.route("intents", inp.intent, inp.tester)
+            if by_intent:
+                return by_intent
+        return fs.route("keywords", keyword, inp.tester) if keyword is not None else None
 
     @staticmethod
     def _is_cancel(inp: TurnInput) -> bool:

@@ -228,6 +228,18 @@ class MemberActions:
         ctx.vars["points"] = await self._points.summary(ctx.turn.profile_id)
         return []
 
+    @step_action("rewards_catalogue")
+    async def rewards_catalogue(self, ctx: StepContext) -> list[Say]:
+        """积分能换什么: every gift with its cost and stock beside her balance. Asking never
+        redeems, even when the question names a gift."""
+        balance, _ = await self._store.ledger.balance(ctx.turn.profile_id)
+        ctx.vars["rewards"] = {"balance": balance, "gifts": [
+            {"code": r["_id"], "name": r["name"], "cost": int(r.get("cost", 0)),
+             "in_stock": int(r.get("stock", 0)) > 0,
+             "affordable": balance >= int(r.get("cost", 0))}
+            for r in await self._store.ledger.rewards()]}
+        return []
+
     @step_action("redeem")
     async def redeem(self, ctx: StepContext) -> list[Say]:
         """`兑换 湿巾` / `redeem wipes`: the item is named by its code or name in the text."""
