@@ -417,6 +417,7 @@ def _check_settings(args: argparse.Namespace) -> Settings:
 def _check_flows(args: argparse.Namespace) -> bool:
     from bot.core import flow_registry
     from bot.flow_engine.loader import FlowsInvalid
+    from scrm import rasa_proc
 
     settings = _check_settings(args)
     if args.dir:
@@ -428,6 +429,13 @@ def _check_flows(args: argparse.Namespace) -> bool:
         for err in e.errors:
             print(err)
         print(f"{len(e.errors)} problem(s); nothing was changed.")
+        return False
+    conflicts = rasa_proc.faq_conflicts(Path(args.root).resolve(),
+                                        list(registry.knowledge.entries.values()))
+    if conflicts:
+        for problem in conflicts:
+            print(problem)
+        print(f"{len(conflicts)} problem(s); nothing was changed.")
         return False
     current = registry.current
     print(f"ok: {len(current.flows)} flows, {len(current.slots)} slots, "

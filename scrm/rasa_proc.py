@@ -15,9 +15,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
+
+from bot.knowledge.base import Entry
+from bot.knowledge.text import normalise
 
 RASA_ENV = {
     "RASA_TELEMETRY_ENABLED": "false",  # telemetry would try to reach the internet
@@ -69,6 +73,40 @@ def faq_examples(root: Path) -> list[str]:
     return out
 
 
+def write_faq_data(root: Path, work: Path) -> Path | None:
+    """The `faq` intent's training data as an NLU file in `work` (None without questions):
+    what the model is trained from and what bench/nlu_eval.py evaluates, alike."""
+    questions = faq_examples(root)
+    if not questions:
+        return None
+    faq = work / "faq.yml"
+    faq.write_text(yaml.safe_dump({"version": "3.1", "nlu": [{
+        "intent": FAQ_INTENT, "examples": "".join(f"- {q}\n" for q in questions)}]},
+        allow_unicode=True), encoding="utf-8")
+    return faq
+
+
+def faq_conflicts(root: Path, entries: Sequence[Entry]) -> list[str]:
+    """Common questions that are also training examples of an intent in nlu/data, as
+    `file:line: problem`. Rasa would be taught the same words as `faq` and as that intent
+    and learn neither well; a question belongs in one place (compared as the knowledge
+    base compares questions: punctuation, particles and case aside)."""
+    examples: dict[str, tuple[str, Path]] = {}
+    for intent, text, path in nlu_examples(root):
+        examples.setdefault(normalise(text), (intent, path))
+    problems = []
+    for entry in entries:
+        for question in entry.questions:
+            hit = examples.get(normalise(question))
+            if hit is not None:
+                problems.append(
+                    f"{entry.file}:{entry.line}: entry {entry.id!r}: question {question!r} "
+                    f"is also an example of intent {hit[0]} in {hit[1].relative_to(root)}; "
+                    "keep it in one place (a request to do something belongs to the "
+                    "intent, a question about how it works to the entry)")
+    return problems
+
+
 def data_hash(root: Path) -> str:
     """Hash of everything a model is trained from: nlu/, the common questions' variants,
     the Rasa lock, the generator.
@@ -86,14 +124,23 @@ def data_hash(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def intents(root: Path) -> list[str]:
-    """Every intent with training examples in nlu/data, in file order."""
-    found: list[str] = []
+def nlu_examples(root: Path) -> Iterator[tuple[str, str, Path]]:
+    """(intent, example, file) for every training example in nlu/data, in file order."""
     for path in sorted((root / "nlu" / "data").glob("*.yml")):
         for item in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("nlu", []):
             name = item.get("intent")
-            if name and name not in found:
-                found.append(name)
+            for line in str(item.get("examples") or "").splitlines():
+                text = line.strip()
+                if name and text.startswith("- "):
+                    yield str(name), text[2:].strip(), path
+
+
+def intents(root: Path) -> list[str]:
+    """Every intent with training examples in nlu/data, in file order."""
+    found: list[str] = []
+    for name, _, _ in nlu_examples(root):
+        if name not in found:
+            found.append(name)
     if faq_examples(root) and FAQ_INTENT not in found:
         found.append(FAQ_INTENT)
     return found
@@ -130,12 +177,8 @@ def train(root: Path, quiet: bool = False) -> Path:
         # cwd is a scratch dir: Rasa writes its .rasa/ cache there, not into the checkout.
         write_domain(root, Path(work))
         data = [str(root / "nlu" / "data"), str(Path(work) / "rules.yml")]
-        questions = faq_examples(root)
-        if questions:
-            faq = Path(work) / "faq.yml"
-            faq.write_text(yaml.safe_dump({"version": "3.1", "nlu": [{
-                "intent": FAQ_INTENT, "examples": "".join(f"- {q}\n" for q in questions)}]},
-                allow_unicode=True))
+        faq = write_faq_data(root, Path(work))
+        if faq is not None:
             data.append(str(faq))
         subprocess.run(  # noqa: S603
             [str(venv / "bin" / "rasa"), "train", "--config", str(root / "nlu" / "config.yml"),

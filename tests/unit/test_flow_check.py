@@ -149,3 +149,22 @@ def test_cli_check_exits_1_and_prints_every_problem(tmp_path):
     good = subprocess.run([scrm, "flows", "check"], cwd=ROOT, capture_output=True, text=True,
                           check=False, env={"PATH": "/usr/bin:/bin", "SCRM_ENV_FILE": "/dev/null"})
     assert good.returncode == 0 and good.stdout.startswith("ok: ")
+
+
+def test_a_common_question_that_is_also_an_intent_example_is_reported(tmp_path):
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")
+    service = tmp_path / "flows" / "knowledge" / "service.yml"
+    text = service.read_text(encoding="utf-8")
+    # 积分能换什么 is how she asks for the catalogue (rewards_list in nlu/data): as a common
+    # question too, Rasa would be taught the same words twice.
+    service.write_text(text.replace("      - 积分可以抵现金吗\n",
+                                    "      - 积分可以抵现金吗\n      - 积分能换什么呀？\n"),
+                       encoding="utf-8")
+    scrm = str(Path(__import__("sys").executable).parent / "scrm")
+    bad = subprocess.run([scrm, "flows", "check", "--dir", str(tmp_path / "flows")], cwd=ROOT,
+                         capture_output=True, text=True, check=False,
+                         env={"PATH": "/usr/bin:/bin", "SCRM_ENV_FILE": "/dev/null"})
+    assert bad.returncode == 1, bad.stdout
+    assert "service.yml:5: entry 'points_how_to_use': question '积分能换什么呀？' is also an " \
+        "example of intent rewards_list in nlu/data/nlu_zh.yml" in bad.stdout
+    assert "1 problem(s); nothing was changed." in bad.stdout
