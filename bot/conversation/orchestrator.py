@@ -23,7 +23,7 @@ from bot.conversation.rasa import Parsed, RasaUnavailable
 from bot.flow_engine.actions import Say, TurnInput
 from bot.flow_engine.engine import FlowEngine
 from bot.flow_engine.templates import detect_lang
-from bot.messages import InboundMessage, Reply
+from bot.messages import InboundMessage, Reply, is_command
 from bot.metrics import Metrics
 from bot.tags import TESTER_TAG
 from store.errors import StoreUnavailable
@@ -44,6 +44,15 @@ log = logging.getLogger(__name__)
 # Channel events the flows can be triggered by (flow `triggers: events:` and `menu:`).
 FLOW_EVENTS = ("subscribe", "click", "scan")
 
+
+
+def _spoken_lang(text: str | None) -> str | None:
+    """The language her message is written in, to answer in (None: keep the one we know).
+    A staff command's words are Latin by design ("/duty on"), so only Chinese after them
+    counts: a colleague writing Chinese is not switched to English by her commands."""
+    if is_command(text):
+        return "zh" if detect_lang(text, "") == "zh" else None
+    return detect_lang(text, "") or None
 
 class Nlu(Protocol):
     async def parse(self, text: str, follower: str = "") -> Parsed: ...
@@ -175,7 +184,7 @@ class Orchestrator:
         if await self._store.interactions.get(key) is not None:
             return  # written before the failure, or by an earlier replay
         profile = await self._store.profiles.touch(_identity(msg), received_at,
-                                                   detect_lang(msg.text, "") or None)
+                                                   _spoken_lang(msg.text))
         inbound = _interaction(profile, msg, "in", _kind(msg), msg.text, msg.payload,
                                received_at)
         inbound.update({"dedupe_key": key, "outcome": "store_unavailable"})
@@ -216,7 +225,7 @@ class Orchestrator:
     async def _handle(self, msg: InboundMessage, turn: Turn, received: float) -> None:
         now = datetime.now(UTC)
         profile = await self._store.profiles.touch(_identity(msg), now,
-                                                   detect_lang(msg.text, "") or None)
+                                                   _spoken_lang(msg.text))
         if profile.get("counters", {}).get("inbound") == 1:
             # Her first message: a member the brand imported for her unionid (or openid)
             # before she wrote is her, from now on one profile.

@@ -35,6 +35,13 @@ STAFF_ROLES = frozenset({"manager", "employee", "admin"})
 MAX_RELAY = 1000  # characters relayed per message (WeChat's text limit is far above)
 
 
+
+def _nickname(member: Profile) -> str | None:
+    """Her nickname as staff see it (小*); None without one, so each language's template
+    names her in its own words (会员 / a member)."""
+    name = (member.get("fields") or {}).get("nickname")
+    return mask_name(name) if name else None
+
 class Notifier(Protocol):
     async def notify(self, profile_id: str, says: list[Say], key: str) -> bool: ...
 
@@ -114,7 +121,7 @@ class Handoff:
                                                        self._cfg.context_messages * 2)
         said = [mask_phones(str(i.get("text") or ""))[:120] for i in reversed(latest)
                 if i.get("direction") == "in" and i.get("text")]
-        return {"ticket": ticket["_id"], "nickname": mask_name(fields.get("nickname")),
+        return {"ticket": ticket["_id"], "nickname": _nickname(member),
                 "stage": "、".join(stage_of(member, self._calendar.today(now)).tags),
                 "phone": mask_phones(str(fields.get("mobile") or "")) or "",
                 "said": said[-self._cfg.context_messages:] if self._cfg.context_messages
@@ -144,9 +151,8 @@ class Handoff:
                                               inc={"messages": 1})
         await self._idle_later(ticket["_id"], now)
         if ticket.get("staff"):
-            nickname = mask_name((member.get("fields") or {}).get("nickname"))
             await self._notifier.notify(str(ticket["staff"]), [Say("handoff_from_member", {
-                "ticket": ticket["_id"], "nickname": nickname,
+                "ticket": ticket["_id"], "nickname": _nickname(member),
                 "text": mask_phones(text)[:MAX_RELAY]})], f"ticket:{ticket['_id']}:{source}")
 
     # -- staff ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from bot.members.lookup import find_member
 from bot.members.points import Points
 from bot.members.referrals import Referrals
 from bot.members.social import Social
+from bot.messages import is_command
 from bot.privacy import mask_name, mask_phones
 from bot.settings import BUILTIN_FIELDS
 from bot.tags import is_system_tag
@@ -89,10 +90,6 @@ def command(name: str, aliases: tuple[str, ...], roles: frozenset[str], usage: s
             REGISTRY[key.casefold()] = cmd
         return fn
     return register
-
-
-def is_command(text: str | None) -> bool:
-    return bool(text) and (text or "").lstrip()[:1] in ("/", "／")
 
 
 class MemberRights(Protocol):

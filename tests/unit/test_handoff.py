@@ -117,3 +117,18 @@ async def test_a_second_misunderstanding_in_a_row_offers_a_person(core):
     assert "还是没听懂" in second and "转人工" in second  # now a person is the offer
     await core.say(SHE, "我的积分")  # understood: the count starts again
     assert "还是没听懂" not in await core.say(SHE, "叽里咕噜")
+
+
+async def test_a_colleague_who_writes_chinese_stays_chinese_through_her_commands(core):
+    # Commands are Latin by design: "/duty on" must not switch her notes to English.
+    assert "已上班" in await core.say(KEFU, "/duty on")
+    assert (await core.profile(KEFU))["lang"] == "zh"
+    ticket = ticket_in(await core.say("o_nameless", "转人工"))  # a follower with no nickname
+    [note] = core.texts_to(KEFU)
+    assert note.startswith(f"【转人工 {ticket}】会员") and "直接回复即可转达给她" in note
+    await core.say("o_nameless", "在吗")
+    assert core.texts_to(KEFU)[-1] == f"【{ticket}】会员：在吗"
+    assert "已结束" in await core.say(KEFU, f"/done {ticket}")
+    assert (await core.profile(KEFU))["lang"] == "zh"
+    await core.say(KEFU, "/reply 你好")  # Chinese after a command is hers
+    assert (await core.profile(KEFU))["lang"] == "zh"
