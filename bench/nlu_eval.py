@@ -1,14 +1,20 @@
 #!/usr/bin/env python
-"""NLU quality: Rasa's k-fold cross-validation of nlu/data with nlu/config.yml.
+"""NLU quality: Rasa's k-fold cross-validation, and the production model on a held-out set.
 
-    .venv/bin/python bench/nlu_eval.py               # 5 folds, seed 7 (~10-20 min on 2 CPUs)
+    .venv/bin/python bench/nlu_eval.py               # both (5 folds, seed 7; ~10-20 min)
+    .venv/bin/python bench/nlu_eval.py --no-cv       # held-out set only (~1-2 min)
     .venv/bin/python bench/nlu_eval.py --folds 3     # quicker, noisier
     .venv/bin/python bench/nlu_eval.py --seed 1      # another split of the same data
 
-Runs `rasa test nlu --cross-validation --folds N` in the Rasa venv (scrm.rasa_proc.rasa_venv,
-built by scripts/rasa-venv.sh), in a scratch directory, with the same model config and data
-that `scrm.rasa_proc.train` trains from. Every example is predicted once, by the model of the
-fold that held it out; the reports are Rasa's own (intent_report.json, intent_errors.json).
+Cross-validation runs `rasa test nlu --cross-validation --folds N` in the Rasa venv
+(scrm.rasa_proc.rasa_venv, built by scripts/rasa-venv.sh), in a scratch directory, with the
+model config and data `scrm.rasa_proc.train` trains from: nlu/data and the `faq` intent
+generated from flows/knowledge. Every example is predicted once, by the model of the fold
+that held it out; the reports are Rasa's own (intent_report.json, intent_errors.json).
+
+Cross-validation flatters data whose examples resemble each other, so the held-out set
+(bench/nlu_heldout.yml, messages written without seeing the training data and never trained
+on) is run through the production model itself (`rasa test nlu --model`).
 
 Rasa shuffles the folds with numpy's global RNG and no seed; this script seeds it (--seed)
 before handing over to Rasa's CLI, so a run is repeatable on the same data and machine
@@ -44,11 +50,13 @@ if str(ROOT) not in sys.path:
 
 import yaml  # noqa: E402
 
+from scrm import rasa_proc  # noqa: E402
 from scrm.rasa_proc import RASA_ENV, rasa_venv  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CONFIG = ROOT / "nlu" / "config.yml"  # what scrm.rasa_proc.train passes as --config
-DATA = ROOT / "nlu" / "data"  # and as --data (its rules.yml is dialogue only, no NLU)
+DATA = ROOT / "nlu" / "data"  # and as --data, with the faq intent from flows/knowledge
+HELDOUT = ROOT / "bench" / "nlu_heldout.yml"  # never trained on
 TARGET_MACRO = 0.90
 TARGET_JOURNEY = 0.85
 # Intents a member uses to start something (a flow, or a hand-off), as opposed to small talk
@@ -56,7 +64,8 @@ TARGET_JOURNEY = 0.85
 JOURNEY_INTENTS = (
     "signup", "help", "human", "whoami", "points_query", "checkin", "redeem", "rewards_list",
     "find_sisters", "invite", "my_data", "withdraw_sensitive", "withdraw_matching", "erase_me",
-    "erase_cancel",
+    "erase_cancel", "faq", "correct_due_date", "correct_baby_birthday", "correct_city",
+    "correct_nickname", "correct_mobile",
 )
 REPORT_ROWS = {"accuracy", "macro avg", "weighted avg", "micro avg"}
 
@@ -116,7 +125,7 @@ def confidence(row: dict[str, Any]) -> float:
 
 
 def render(report: dict[str, Any], errors: list[dict[str, Any]],
-           successes: list[dict[str, Any]], folds: int, seed: int, top: int,
+           successes: list[dict[str, Any]], *, title: str, top: int,
            seconds: float) -> tuple[str, bool]:
     intents = sorted((k for k, v in report.items()
                       if k not in REPORT_ROWS and isinstance(v, dict) and v.get("support")),
@@ -126,8 +135,7 @@ def render(report: dict[str, Any], errors: list[dict[str, Any]],
     threshold = fallback_threshold()
     low_right = sum(1 for s in successes if confidence(s) < threshold)
     low_wrong = sum(1 for e in errors if confidence(e) < threshold)
-    lines = [f"NLU cross-validation: {folds} folds, seed {seed}, {support} examples, "
-             f"{len(intents)} intents, {seconds:.0f} s", "",
+    lines = [f"{title}: {support} examples, {len(intents)} intents, {seconds:.0f} s", "",
              "| intent | journey | precision | recall | F1 | support |",
              "|---|---|---:|---:|---:|---:|"]
     for k in intents:
@@ -164,6 +172,40 @@ def render(report: dict[str, Any], errors: list[dict[str, Any]],
     return "\n".join(lines), met
 
 
+def training_data(data: Path, work: Path) -> Path:
+    """One folder with what the model is trained from: `data` (nlu/data by default) and
+    the `faq` intent generated from flows/knowledge, exactly as scrm.rasa_proc.train has it."""
+    folder = work / "data"
+    folder.mkdir()
+    for path in [data] if data.is_file() else sorted(data.glob("*.yml")):
+        shutil.copy(path, folder / path.name)
+    rasa_proc.write_faq_data(ROOT, folder)
+    return folder
+
+
+def run_heldout(heldout: Path, work: Path, verbose: bool) -> Path:
+    """The production model (scrm.rasa_proc.train: the whole of nlu/data and the common
+    questions, cached by their hash) over messages it was never trained on."""
+    model = rasa_proc.train(ROOT, quiet=not verbose)
+    out = work / "heldout"
+    cmd = [str(rasa_venv(ROOT) / "bin" / "rasa"), "test", "nlu", "--model", str(model),
+           "--nlu", str(heldout), "--out", str(out), "--no-plot", "--successes"]
+    print(f"rasa test nlu --model {model.name} --nlu {heldout.name} ...", file=sys.stderr)
+    subprocess.run(cmd, check=True, cwd=work, env={**os.environ, **RASA_ENV},
+                   stdout=sys.stderr if verbose else subprocess.DEVNULL,
+                   stderr=sys.stderr if verbose else subprocess.DEVNULL)
+    return out
+
+
+def reports(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rasa's intent report, errors and successes in `out`."""
+    def read(name: str) -> list[dict[str, Any]]:
+        path = out / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    report = json.loads((out / "intent_report.json").read_text(encoding="utf-8"))
+    return report, read("intent_errors.json"), read("intent_successes.json")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (>= 2)")
@@ -171,28 +213,41 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=12, help="confusion pairs to list")
     parser.add_argument("--data", type=Path, default=DATA,
                         help="NLU data file or folder (default nlu/data)")
+    parser.add_argument("--heldout", type=Path, default=HELDOUT,
+                        help=f"held-out messages (default {HELDOUT.relative_to(ROOT)})")
+    parser.add_argument("--no-cv", action="store_true",
+                        help="only the held-out set (one training, cached)")
+    parser.add_argument("--no-heldout", action="store_true", help="only cross-validation")
     parser.add_argument("--verbose", action="store_true", help="show Rasa's own output")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy Rasa's reports here (default bench/results/nlu-<run>)")
     args = parser.parse_args()
     if args.folds < 2:
         parser.error("--folds must be at least 2")
-    started = time.monotonic()
+    keep = args.keep or RESULTS / f"nlu-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    texts: list[str] = []
+    met = True
     with tempfile.TemporaryDirectory(prefix="scrm-nlu-eval-") as tmp:
-        out = run_rasa(args.folds, args.seed, args.data.resolve(), Path(tmp),
-                       args.verbose)
-        report = json.loads((out / "intent_report.json").read_text(encoding="utf-8"))
-        errors_file = out / "intent_errors.json"
-        errors = (json.loads(errors_file.read_text(encoding="utf-8"))
-                  if errors_file.exists() else [])
-        successes_file = out / "intent_successes.json"
-        successes = (json.loads(successes_file.read_text(encoding="utf-8"))
-                     if successes_file.exists() else [])
-        keep = args.keep or RESULTS / f"nlu-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-        shutil.copytree(out, keep, dirs_exist_ok=True)
-    text, _ = render(report, errors, successes, args.folds, args.seed, args.top,
-                     time.monotonic() - started)
-    print(text)
+        if not args.no_cv:
+            started = time.monotonic()
+            data = training_data(args.data.resolve(), Path(tmp))
+            out = run_rasa(args.folds, args.seed, data, Path(tmp), args.verbose)
+            shutil.copytree(out, keep / "cv", dirs_exist_ok=True)
+            text, ok = render(*reports(out), top=args.top, seconds=time.monotonic() - started,
+                              title=f"NLU cross-validation: {args.folds} folds, seed "
+                                    f"{args.seed}")
+            texts.append(text)
+            met = met and ok
+        if not args.no_heldout and args.heldout.exists():
+            started = time.monotonic()
+            out = run_heldout(args.heldout.resolve(), Path(tmp), args.verbose)
+            shutil.copytree(out, keep / "heldout", dirs_exist_ok=True)
+            text, ok = render(*reports(out), top=args.top, seconds=time.monotonic() - started,
+                              title=f"NLU held-out set ({args.heldout.name}, written "
+                                    "without seeing the training data), production model")
+            texts.append(text)
+            met = met and ok
+    print("\n\n".join(texts))
     print(f"reports: {keep}", file=sys.stderr)
     return 0
 
