@@ -108,6 +108,8 @@ class Reward(Strict):
     name: str
     cost: int = Field(gt=0)
     stock: int = Field(ge=0)
+    # Other words members use for it ("湿巾" for 婴儿湿巾): "帮我换包湿巾" finds it too.
+    aliases: list[str] = Field(default_factory=list)
 
 
 def _default_rules() -> dict[str, PointsRule]:

@@ -31,17 +31,18 @@ log = logging.getLogger(__name__)
 REDEEM_WORDS = ("兑换", "redeem", "exchange")
 
 
-def match_reward(text: str, catalogue: dict[str, str]) -> str | None:
-    """The catalogue code a member means: "兑换 湿巾" finds 婴儿湿巾; None if unclear."""
+def match_reward(text: str, catalogue: dict[str, tuple[str, ...]]) -> str | None:
+    """The catalogue code a member means, from its code, its name or an alias (by code:
+    the name first): "兑换 湿巾" and "帮我换包湿巾" find 婴儿湿巾; None if unclear."""
     query = text.casefold()
     for word in REDEEM_WORDS:
         query = query.replace(word, "")
     query = query.strip(" :：，,。.!！")
     if not query:
         return None
-    hits = [code for code, name in catalogue.items()
-            if query == code.casefold() or query in name.casefold()
-            or name.casefold() in query]
+    hits = [code for code, words in catalogue.items()
+            if query == code.casefold()
+            or any(query in w.casefold() or w.casefold() in query for w in words if w)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -244,7 +245,7 @@ class MemberActions:
     async def redeem(self, ctx: StepContext) -> list[Say]:
         """`兑换 湿巾` / `redeem wipes`: the item is named by its code or name in the text."""
         catalogue = {r["_id"]: r["name"] for r in await self._store.ledger.rewards()}
-        item = match_reward(ctx.turn.text, catalogue)
+        item = match_reward(ctx.turn.text, self._points.reward_words(catalogue))
         if not item:
             ctx.vars["redeem"] = {"applied": False, "reason": "unknown_item",
                                   "catalogue": [f"{n} ({c})" for c, n in catalogue.items()]}

@@ -129,6 +129,12 @@ class Points:
         """Points per rule, for templates."""
         return {name: r.points for name, r in self._cfg.rules.items()}
 
+    def reward_words(self, catalogue: dict[str, str]) -> dict[str, tuple[str, ...]]:
+        """Each catalogue item's name and the aliases config.yml gives it, by code."""
+        configured = self._cfg.rewards
+        return {code: (name, *(configured[code].aliases if code in configured else ()))
+                for code, name in catalogue.items()}
+
     async def load_rewards(self) -> None:
         """Create catalogue items from config.yml; stock of existing items is left alone."""
         for code, r in self._cfg.rewards.items():

@@ -38,16 +38,19 @@ def test_tiers_must_start_at_zero_and_increase():
         PointsSettings(tiers=[Tier(name="a", min=0), Tier(name="b", min=0)])
 
 
-CATALOGUE = {"wipes": "婴儿湿巾", "diapers": "纸尿裤试用装"}
+CATALOGUE = {"wipes": ("婴儿湿巾", "湿巾"), "diapers": ("纸尿裤试用装", "纸尿裤")}
 
 
 @pytest.mark.parametrize(("text", "code"), [
     ("兑换 湿巾", "wipes"), ("兑换婴儿湿巾", "wipes"), ("redeem wipes", "wipes"),
     ("兑换：纸尿裤", "diapers"), ("兑换 婴儿", "wipes"), ("兑换", None), ("兑换 汽车", None),
+    ("帮我拿积分换包湿巾呗", "wipes"), ("用分换一箱纸尿裤吧", "diapers"),  # by an alias
+    ("我想用积分给宝宝换点东西", None),
 ])
 def test_match_reward(text, code):
     assert match_reward(text, CATALOGUE) == code
 
 
 def test_an_ambiguous_name_matches_nothing():
-    assert match_reward("兑换 婴儿", {"wipes": "婴儿湿巾", "crib": "婴儿床"}) is None
+    assert match_reward("兑换 婴儿", {"wipes": ("婴儿湿巾",), "crib": ("婴儿床",)}) is None
+    assert match_reward("换湿巾还是纸尿裤呢", CATALOGUE) is None  # two gifts named
