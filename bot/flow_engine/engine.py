@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CANCEL_WORDS = {"算了", "取消", "不要了", "不注册了", "退出", "cancel", "stop", "quit"}
 MAX_STEPS = 100  # a loop in a flow must not hang a turn
 _COMMAND_EDGES = " \t\n\u3000。.!！?？~～,，、"  # around a command typed on its own
+_ARGUMENT_SEPARATORS = " \t\u3000:：,，"  # between a command and what follows it
 
 
 class FlowSource(Protocol):
@@ -196,12 +197,14 @@ class FlowEngine:
                 return by_scene
         if inp.event:
             return fs.route("events", inp.event, inp.tester)
-        # The keyword alone ("签到") is a command and wins. Inside a longer message it is only
-        # a fallback for when the NLU is unsure: "签到有积分吗" is a question, not a check-in,
-        # and "积分能兑换湿巾吗" must not spend her points.
+        # A keyword is a command when it is the message ("签到"), opens it before a space or
+        # colon ("对姐妹说 还在吗", "兑换 湿巾"), or is the only way into its flow. Otherwise it
+        # is a fallback for when the NLU is unsure: "签到有积分吗" is a question, not a
+        # check-in, and "积分能兑换湿巾吗" must not spend her points.
         text = inp.text.casefold()
         keyword = next((k for k in fs.keywords(inp.tester) if k and k in text), None)
-        if keyword is not None and keyword == text.strip(_COMMAND_EDGES):
+        if keyword is not None and self._is_command(fs, keyword, text.strip(_COMMAND_EDGES),
+                                                    inp.tester):
             return fs.route("keywords", keyword, inp.tester)
         if inp.intent and inp.intent != "nlu_fallback" and (
                 inp.confidence is None or inp.confidence >= self._threshold):
@@ -209,6 +212,14 @@ class FlowEngine:
             if by_intent:
                 return by_intent
         return fs.route("keywords", keyword, inp.tester) if keyword is not None else None
+
+    @staticmethod
+    def _is_command(fs: FlowSet, keyword: str, text: str, tester: bool) -> bool:
+        if text == keyword or (text.startswith(keyword)
+                               and text[len(keyword)] in _ARGUMENT_SEPARATORS):
+            return True
+        flow = fs.flows.get(fs.route("keywords", keyword, tester) or "")
+        return flow is not None and not flow.triggers.intents
 
     @staticmethod
     def _is_cancel(inp: TurnInput) -> bool:

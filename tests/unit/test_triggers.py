@@ -63,3 +63,12 @@ async def test_the_catalogue_in_english_says_what_is_missing(core):
     assert "Gifts for points (you have 100)" in reply
     assert "婴儿湿巾: 50 points ✓ you can redeem it" in reply
     assert "纸尿裤试用装: 200 points (100 more needed)" in reply
+
+
+async def test_a_command_with_words_after_it_stays_a_command(core):
+    core.nlu.intents["对姐妹说 还在吗"] = "greet"  # what follows reads like a greeting
+    assert "还没有匹配的姐妹" in await core.say(SHE, "对姐妹说 还在吗")
+    core.nlu.intents["对姐妹说还在吗"] = "greet"  # its flow has no intent: only the keyword
+    assert "还没有匹配的姐妹" in await core.say(SHE, "对姐妹说还在吗")
+    core.nlu.intents["兑换 湿巾"] = "rewards_list"
+    assert "兑换成功：婴儿湿巾" in await core.say(SHE, "兑换 湿巾")
