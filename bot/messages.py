@@ -17,10 +17,10 @@ InboundKind = Literal[
 ]
 
 
-
 def is_command(text: str | None) -> bool:
     """A staff command: a text that starts with "/" (or the full-width "／")."""
     return bool(text) and (text or "").lstrip()[:1] in ("/", "／")
+
 
 class InboundMessage(BaseModel):
     """One message or event from a follower, already verified and deduplicated by key."""

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 FLOW_EVENTS = ("subscribe", "click", "scan")
 
 
-
 def _spoken_lang(text: str | None) -> str | None:
     """The language her message is written in, to answer in (None: keep the one we know).
     A staff command's words are Latin by design ("/duty on"), so only Chinese after them
@@ -53,6 +52,7 @@ def _spoken_lang(text: str | None) -> str | None:
     if is_command(text):
         return "zh" if detect_lang(text, "") == "zh" else None
     return detect_lang(text, "") or None
+
 
 class Nlu(Protocol):
     async def parse(self, text: str, follower: str = "") -> Parsed: ...

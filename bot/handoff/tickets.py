@@ -35,12 +35,12 @@ STAFF_ROLES = frozenset({"manager", "employee", "admin"})
 MAX_RELAY = 1000  # characters relayed per message (WeChat's text limit is far above)
 
 
-
 def _nickname(member: Profile) -> str | None:
     """Her nickname as staff see it (小*); None without one, so each language's template
     names her in its own words (会员 / a member)."""
     name = (member.get("fields") or {}).get("nickname")
     return mask_name(name) if name else None
+
 
 class Notifier(Protocol):
     async def notify(self, profile_id: str, says: list[Say], key: str) -> bool: ...
