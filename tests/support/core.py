@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
-
-import yaml
 
 from bot.brand_calendar import BrandCalendar
 from bot.conversation.rasa import Parsed
@@ -27,6 +24,7 @@ from bot.flow_engine.registry import FlowRegistry
 from bot.flow_engine.templates import TemplateLibrary
 from bot.messages import InboundMessage, Reply
 from bot.metrics import Metrics
+from scrm.rasa_proc import nlu_examples
 from scrm.sandbox import shown_text
 from store.memory_state import MemorySendMarks, memory_state
 from store.mongo import MongoStore
@@ -54,19 +52,13 @@ class ExampleNlu:
 
     _read: ClassVar[dict[Path, dict[str, str]]] = {}  # the examples, read once per run
 
-    def __init__(self, data_dir: Path = ROOT / "nlu" / "data") -> None:
-        if data_dir not in ExampleNlu._read:
+    def __init__(self, root: Path = ROOT) -> None:
+        if root not in ExampleNlu._read:
             found: dict[str, str] = {}
-            for path in sorted(data_dir.glob("*.yml")):
-                data = yaml.load(path.read_text(encoding="utf-8"),
-                                 Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-                for block in (data or {}).get("nlu", []):
-                    for line in str(block.get("examples", "")).splitlines():
-                        text = re.sub(r"^\s*-\s*", "", line).strip()
-                        if text:
-                            found.setdefault(text.casefold(), str(block["intent"]))
-            ExampleNlu._read[data_dir] = found
-        self.intents = dict(ExampleNlu._read[data_dir])
+            for intent, text, _ in nlu_examples(root):
+                found.setdefault(text.casefold(), intent)
+            ExampleNlu._read[root] = found
+        self.intents = dict(ExampleNlu._read[root])
         self.calls: list[str] = []
 
     async def parse(self, text: str, follower: str = "") -> Parsed:
