@@ -247,8 +247,7 @@ class MemberActions:
         catalogue = {r["_id"]: r["name"] for r in await self._store.ledger.rewards()}
         item = match_reward(ctx.turn.text, self._points.reward_words(catalogue))
         if not item:
-            ctx.vars["redeem"] = {"applied": False, "reason": "unknown_item",
-                                  "catalogue": [f"{n} ({c})" for c, n in catalogue.items()]}
+            ctx.vars["redeem"] = {"applied": False, "reason": "unknown_item"}
             return []
         result = await self._store.ledger.redeem(
             ctx.turn.profile_id, item, f"redeem:{ctx.turn.source or uuid.uuid4().hex}",

@@ -144,7 +144,7 @@ async def test_a_quiet_ticket_goes_back_to_the_bot(app, rasa_proxy, wechat_api):
 
     # The bot answers her again, through Rasa; 小王 gets nothing of it.
     seen_by_kefu = texts_to(wechat_api, kefu.openid)
-    assert "可兑换" in await mom.say("攒的积分能换些啥礼物")
+    assert "积分可兑换的礼品" in await mom.say("攒的积分能换些啥礼物")
     assert await intent_of(mom, "攒的积分能换些啥礼物") == "rewards_list"
     await settled(app)
     assert texts_to(wechat_api, kefu.openid) == seen_by_kefu

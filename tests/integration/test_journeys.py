@@ -160,8 +160,10 @@ async def test_twenty_concurrent_redemptions_of_five_in_stock(app):
 
 async def test_redeem_explains_the_catalogue_and_a_short_balance(app):
     chat = Chat(app, "o_shop")
-    listing = await chat.say("兑换")
-    assert listing.startswith("可兑换：") and "婴儿湿巾 (wipes)" in listing
+    listing = await chat.say("兑换")  # no gift named: the list 积分能换什么 gives
+    assert listing.startswith("积分可兑换的礼品（你现在有 0 积分）")
+    assert "· 婴儿湿巾：50 积分（还差 50 分）" in listing
+    assert await chat.say("兑换 月球") == listing  # nothing of that name: the same list
     assert "积分不够哦：婴儿湿巾 需要 50 积分，你有 0" in await chat.say("兑换 湿巾")
 
 

@@ -66,9 +66,11 @@ POINTS = {"balance": 120, "tier": "银卡", "next_tier": "金卡", "to_next": 80
 
 @pytest.mark.parametrize(("name", "context", "zh", "en"), [
     ("points_summary", {"points": POINTS}, "2026-05-01 +100 注册", "2026-05-02 -20 redeem"),
-    ("redeem_result", {"redeem": {"applied": False, "reason": "unknown_item",
-                                  "catalogue": ["湿巾 (50)", "纸尿裤 (200)"]}},
-     "湿巾 (50)、纸尿裤 (200)", "湿巾 (50), 纸尿裤 (200)"),
+    ("rewards_list", {"rewards": {"balance": 60, "gifts": [
+        {"code": "wipes", "name": "湿巾", "cost": 50, "in_stock": True, "affordable": True},
+        {"code": "diapers", "name": "纸尿裤", "cost": 200, "in_stock": True,
+         "affordable": False}]}},
+     "· 纸尿裤：200 积分（还差 140 分）", "e.g. \"redeem wipes\""),
     ("poll_question", {"slots": {"question": "周末?", "options": ["好", "不好"]}},
      "周末?\n1. 好\n2. 不好", "2. 不好\nReply"),
     ("sisters_list", {"sisters": [{"nickname": "阿May", "stage": "孕20周"}]},

@@ -56,6 +56,13 @@ async def test_asking_what_points_buy_lists_gifts_and_spends_nothing(core):
     assert "兑换成功：婴儿湿巾" in await core.say(SHE, "兑换 湿巾")  # doing it is one step
 
 
+async def test_redeem_without_a_gift_we_have_shows_the_same_list(core):
+    listing = await core.say(SHE, "积分能换什么")
+    for text in ("兑换", "兑换 月球"):  # nothing named, or nothing of that name
+        assert await core.say(SHE, text) == listing
+    assert await balance(core) == 100
+
+
 async def test_the_catalogue_in_english_says_what_is_missing(core):
     core.nlu.intents["what can my points buy"] = "rewards_list"
     await core.store.profiles.update((await core.profile(SHE))["_id"], {"lang": "en"})
