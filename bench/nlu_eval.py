@@ -18,7 +18,7 @@ on) is run through the production model itself (`rasa test nlu --model`).
 
 Rasa shuffles the folds with numpy's global RNG and no seed; this script seeds it (--seed)
 before handing over to Rasa's CLI, so a run is repeatable on the same data and machine
-(DIETClassifier has its own random_seed in nlu/config.yml).
+(the classifier has its own random_state in nlu/config.yml).
 
 Rasa scores the classifier's own top intent: its evaluation undoes the FallbackClassifier's
 `nlu_fallback`. So the table also counts the predictions below that threshold (read from

@@ -205,7 +205,7 @@ FieldName = Annotated[str, AfterValidator(_field_name)]
 
 class MembersSettings(Strict):
     privacy_policy_version: str = "2026-11"
-    nlu_threshold: float = Field(0.55, ge=0, le=1)
+    nlu_threshold: float = Field(0.3, ge=0, le=1)
     # Who sees draft flows (openids; a profile tagged "tester" does too).
     testers: list[str] = Field(default_factory=list)
     # Data rights: where a member opens her export link, how long it lives, how long a

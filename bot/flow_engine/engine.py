@@ -80,7 +80,7 @@ def _push(stack: list[dict[str, Any]], frame: dict[str, Any]) -> None:
 class FlowEngine:
     def __init__(self, flows: FlowSource, states: FlowStates, actions: Mapping[str, StepAction],
                  awarder: Awarder, profiles: Profiles, notifier: Notifier,
-                 calendar: BrandCalendar, fallback_threshold: float = 0.55,
+                 calendar: BrandCalendar, fallback_threshold: float = 0.3,
                  fallback_flow: str | None = None, fields: CustomFields | None = None) -> None:
         self._flows = flows
         self._fields = fields

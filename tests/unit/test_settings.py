@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from webhooks.config import ConfigError, load_settings
 
@@ -101,3 +102,12 @@ def test_one_brand_calendar_for_points_quiet_hours_and_jobs(tmp_path):
     path = write(tmp_path, "wechat: {token: abcd, app_id: wx}\napp: {timezone: Mars/Olympus}\n")
     with pytest.raises(ConfigError, match=r"app.timezone: .*unknown time zone"):
         load_settings(path, {})
+
+
+def test_the_apps_nlu_threshold_is_rasas_fallback_threshold():
+    # Two numbers for one rule: Rasa turns a weaker intent into nlu_fallback, and the app
+    # applies the same bar to any NLU. Changing one without the other splits the behaviour.
+    nlu = yaml.safe_load((ROOT / "nlu" / "config.yml").read_text(encoding="utf-8"))
+    rasa = next(p for p in nlu["pipeline"] if p["name"] == "FallbackClassifier")["threshold"]
+    for config in (ROOT / "config.yml", ROOT / "deploy" / "config.compose.yml"):
+        assert load_settings(config, ENV).members.nlu_threshold == rasa, config
