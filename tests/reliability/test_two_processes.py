@@ -248,6 +248,7 @@ async def test_one_followers_messages_keep_their_order_across_processes(
     posts, unseen = [], 0
     try:
         for n, text in enumerate(texts, start=1):
+            doors.heard(f.openid)  # as WeChat sees her message pass: its budget opens
             posts.append(asyncio.create_task(Over(http, (a, b)[(n - 1) % 2]).post_wechat(
                 *f.request(f.text(text)))))
             # The next one is posted once this one has arrived (took its place in line), not
@@ -300,4 +301,6 @@ async def test_one_followers_messages_keep_their_order_across_processes(
     assert sorted(stored_in) == sorted(texts)  # none lost, none twice
     assert stored_out_of_order == 0
     assert all(p for p, (_, body) in zip(passive, answers, strict=True) if body != "success")
-    assert len(sends) == late  # a reply that missed the window still came, once
+    # A reply that missed the window still came, once, and WeChat took it: how many are
+    # late depends on the machine's speed, so every late one must be within her budget.
+    assert len(sends) == late and all(c.body.get("_errcode", 0) == 0 for c in sends), sends
